@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make repro` and `make test` (see README).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The stages run `python` and `dvc`: the ones in the venv.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup repro test test-fast lint params mlflow-ui bench clean
+
+setup: $(STAMP)
+
+# Re-install only when the dependencies change. The grep hides one pip warning that some
+# machines' pip configs print for every package; pip's real errors still fail the build.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	touch $@
+
+repro: setup  ## run the pipeline: prepare -> search -> retrain -> evaluate
+	dvc repro
+	dvc metrics show
+
+test: setup  ## the whole test suite, end-to-end pipeline included
+	pytest -q
+
+test-fast: setup  ## the unit tests only
+	pytest -q -m "not slow"
+
+lint: setup
+	ruff check src tests pipelines benchmarks
+	ruff format --check src tests pipelines benchmarks
+	mypy src
+
+params: setup  ## rewrite params.yaml from conf/ (dvc exp run does this itself)
+	python -m nasflow.params
+
+mlflow-ui: setup  ## browse runs at http://127.0.0.1:5000
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+bench: setup
+	python benchmarks/lightning_overhead.py
+
+clean:
+	rm -rf data results outputs multirun mlflow.db mlartifacts

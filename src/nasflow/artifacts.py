@@ -1,0 +1,75 @@
+"""The files stages hand to each other, written so that a failure never leaves half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nasflow.errors import NasflowError
+from nasflow.search_spaces.base import Architecture, SearchSpace
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path, produced_by: str) -> Any:
+    """Read a JSON file another stage wrote; a missing or malformed file is a NasflowError."""
+    path = Path(path)
+    if not path.is_file():
+        raise NasflowError(f"{path} not found; run the {produced_by} stage first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise NasflowError(f"{path} is not valid JSON: {error}") from None
+
+
+def architecture_record(space: SearchSpace, arch: Architecture, **extra: Any) -> dict[str, Any]:
+    """The JSON form an architecture travels in between stages and to people."""
+    return {
+        "space": space.name,
+        "id": arch.id,
+        "description": arch.describe(),
+        "architecture": arch.to_json(),
+        **extra,
+    }
+
+
+def read_architecture(
+    path: str | Path, space: SearchSpace, produced_by: str
+) -> tuple[Architecture, dict[str, Any]]:
+    """Read and validate an architecture record against `space`.
+
+    Returns:
+        The architecture and the whole record (with ids of the runs that produced it).
+    """
+    record = read_json(path, produced_by)
+    if not isinstance(record, dict) or "architecture" not in record:
+        raise NasflowError(f'{path}: expected {{"space": ..., "architecture": ...}}')
+    if record.get("space", space.name) != space.name:
+        raise NasflowError(
+            f"{path} holds a '{record['space']}' architecture but search_space is "
+            f"'{space.name}'; set search_space={record['space']}"
+        )
+    try:
+        arch = space.from_json(record["architecture"])
+    except NasflowError as error:
+        raise NasflowError(f"{path}: {error}") from None
+    return arch, record

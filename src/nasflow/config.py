@@ -1,0 +1,182 @@
+"""Typed schemas of every config group, registered in Hydra's ConfigStore.
+
+Each option file under `conf/<group>/` starts from one of these schemas (its defaults list
+names ``/schema/<group>/<kind>@_here_``), so a misspelt key or a value of the wrong type
+fails when the config is composed, with a message naming the key, instead of deep inside
+a run. The schemas also hold each option's `_target_`, so YAML files never repeat it.
+
+`register_configs` runs when Hydra starts in any process where nasflow is installed,
+DVC's own composition included, through the `hydra_plugins.nasflow` module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, SI
+
+# -- data -------------------------------------------------------------------------------
+
+
+@dataclass
+class DigitsSource:
+    _target_: str = "nasflow.data.Digits"
+
+
+@dataclass
+class TorchvisionSource:
+    _target_: str = "nasflow.data.TorchvisionDataset"
+    name: str = MISSING  # MNIST, FashionMNIST, CIFAR10 or CIFAR100
+    root: str = "data/raw"  # torchvision's layout under this folder
+    download: bool = False  # fetch into root when it is missing (needs internet)
+
+
+@dataclass
+class ImageFolderSource:
+    _target_: str = "nasflow.data.ImageFolder"
+    root: str = MISSING  # root/<class>/*.jpg, or root/train/<class>/… and root/test/<class>/…
+    image_size: int = 32  # images are resized to image_size x image_size
+    channels: int = 3  # 1 = grayscale, 3 = RGB
+
+
+@dataclass
+class DataConfig:
+    source: Any = MISSING
+    val_fraction: float = 0.15  # of the non-test examples, held out to score candidates
+    test_fraction: float = 0.2  # used only when the source has no official test split
+    split_seed: int = 0  # its own seed: changing the search seed must not re-split the data
+
+
+# -- search space, strategy ---------------------------------------------------------------
+
+
+@dataclass
+class ChainSpaceConfig:
+    _target_: str = "nasflow.search_spaces.ChainSpace"
+    min_layers: int = 1
+    max_layers: int = 4
+    ops: list[str] = field(default_factory=lambda: ["conv", "max_pool", "avg_pool", "gap", "dense"])
+    filters: list[int] = field(default_factory=lambda: [32, 64])
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])
+    skip: bool = True
+    dense_units: list[int] = field(default_factory=lambda: [128])
+    activations: list[str] = field(default_factory=lambda: ["relu"])
+    max_pooling: int = 2
+
+
+@dataclass
+class RandomSearchConfig:
+    _target_: str = "nasflow.search_strategies.RandomSearch"
+    budget: int = 20  # candidates to evaluate
+    seed: int = SI("${seed}")
+
+
+@dataclass
+class GridSearchConfig:
+    _target_: str = "nasflow.search_strategies.GridSearch"
+    budget: int = 100  # grid search refuses a space with more architectures than this
+    seed: int = SI("${seed}")
+
+
+# -- estimation and training ---------------------------------------------------------------
+
+
+@dataclass
+class TrainingEstimatorConfig:
+    _target_: str = "nasflow.estimators.TrainingEstimator"
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: Any = MISSING  # a `_partial_` optimizer; the module supplies the parameters
+    scheduler: Any = None  # a `_partial_` schedule called with (optimizer, total_steps)
+
+
+@dataclass
+class TrainerConfig:
+    _target_: str = "pytorch_lightning.Trainer"
+    _partial_: bool = True  # max_epochs, callbacks and logger are supplied per run
+    accelerator: str = "auto"  # a GPU when there is one
+    devices: int = 1
+    precision: str = "32-true"  # "16-mixed" or "bf16-mixed" on a GPU
+    enable_progress_bar: bool = False
+    enable_model_summary: bool = False
+    enable_checkpointing: bool = False
+    num_sanity_val_steps: int = 0
+    log_every_n_steps: int = 1
+
+
+@dataclass
+class LocalExecutorConfig:
+    _target_: str = "nasflow.executors.LocalExecutor"
+
+
+# -- tracking ------------------------------------------------------------------------------
+
+
+@dataclass
+class MlflowTrackingConfig:
+    _target_: str = "nasflow.tracking.mlflow_tracker.MlflowTracker"
+    uri: str = "sqlite:///mlflow.db"  # any MLflow tracking URI
+    experiment: str = "nasflow"
+    artifact_location: str = "mlartifacts"  # for new experiments, relative to the working dir
+
+
+@dataclass
+class NoTrackingConfig:
+    _target_: str = "nasflow.tracking.Tracker"
+
+
+# -- stages ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PathsConfig:
+    prepared: str = "data/prepared"
+    search: str = "results/search"
+    retrain: str = "results/retrain"
+    evaluate: str = "results/evaluate"
+
+
+@dataclass
+class RetrainConfig:
+    epochs: int = 40
+    batch_size: int = 64
+
+
+@dataclass
+class NasflowConfig:
+    seed: int = 0  # seeds the strategy and the candidates' training
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    data: Any = MISSING
+    search_space: Any = MISSING
+    strategy: Any = MISSING
+    estimator: Any = MISSING
+    trainer: Any = MISSING
+    executor: Any = MISSING
+    tracking: Any = MISSING
+
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "data": {
+        "digits": DataConfig(source=DigitsSource()),
+        "torchvision": DataConfig(source=TorchvisionSource()),
+        "image_folder": DataConfig(source=ImageFolderSource()),
+    },
+    "search_space": {"chain": ChainSpaceConfig},
+    "strategy": {"random": RandomSearchConfig, "grid": GridSearchConfig},
+    "estimator": {"training": TrainingEstimatorConfig},
+    "trainer": {"lightning": TrainerConfig},
+    "executor": {"local": LocalExecutorConfig},
+    "tracking": {"mlflow": MlflowTrackingConfig, "none": NoTrackingConfig},
+}
+
+
+def register_configs() -> None:
+    """Store the root schema and every group schema in Hydra's ConfigStore."""
+    store = ConfigStore.instance()
+    store.store(name="nasflow_schema", node=NasflowConfig)
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=f"schema/{group}", name=name, node=node)

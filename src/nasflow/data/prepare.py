@@ -1,0 +1,356 @@
+"""Stratified, seeded train/val/test splits, written to disk with their metadata.
+
+A prepared directory holds ``train.pt``, ``val.pt``, ``test.pt`` (each a ``torch.save`` of
+``{"images": uint8 NCHW, "labels": int64}``) and ``meta.json`` (a :class:`DatasetInfo`).
+The same source, fractions and seed always give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from nasflow.data.sources import DataSource, RawDataset, Split
+from nasflow.errors import NasflowError
+
+SPLIT_NAMES = ("train", "val", "test")
+PREPARE_HINT = "run the prepare stage (`dvc repro prepare`)"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What later stages need to know about a prepared dataset.
+
+    Attributes:
+        name: Dataset name from the source.
+        class_names: Name of each label index.
+        input_shape: (C, H, W) of every image.
+        num_classes: len(class_names).
+        sizes: Number of samples per split, keyed "train", "val", "test".
+        mean: Per-channel mean of the train split, in [0, 1] units.
+        std: Per-channel (population) standard deviation of the train split, in [0, 1] units.
+        content_hash: sha256 over all split tensors and the class names.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    sizes: dict[str, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    content_hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Returns a JSON-serialisable dict (tuples become lists)."""
+        return {
+            "name": self.name,
+            "class_names": list(self.class_names),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "sizes": dict(self.sizes),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "content_hash": self.content_hash,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DatasetInfo:
+        """Rebuilds a DatasetInfo from :meth:`to_json` output.
+
+        Raises:
+            NasflowError: A key is missing.
+        """
+        try:
+            c, h, w = (int(v) for v in d["input_shape"])
+            return cls(
+                name=str(d["name"]),
+                class_names=tuple(str(n) for n in d["class_names"]),
+                input_shape=(c, h, w),
+                num_classes=int(d["num_classes"]),
+                sizes={str(k): int(v) for k, v in d["sizes"].items()},
+                mean=tuple(float(v) for v in d["mean"]),
+                std=tuple(float(v) for v in d["std"]),
+                content_hash=str(d["content_hash"]),
+            )
+        except KeyError as err:
+            raise NasflowError(f"dataset metadata lacks key {err}; {PREPARE_HINT} again") from err
+
+
+def _check_fraction(label: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < 1:
+        raise NasflowError(f"{label} {value!r} must be a number strictly between 0 and 1")
+
+
+def _stratified(
+    labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int, setting: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Splits ``indices`` into (rest, carved) with ``fraction`` of them carved, per class.
+
+    ``setting`` names the user's value (e.g. "val_fraction 0.1") for the error message.
+    """
+    try:
+        rest, carved = train_test_split(
+            indices, test_size=fraction, stratify=labels[indices], random_state=seed
+        )
+    except ValueError as err:
+        # sklearn refuses when a class has < 2 samples or the carved part has fewer
+        # samples than there are classes: the dataset is too small for this fraction.
+        raise NasflowError(
+            f"cannot split {len(indices)} samples by class with {setting}: {err}"
+        ) from err
+    # Sorted indices keep each split in source order, so its file depends only on membership.
+    return np.sort(rest), np.sort(carved)
+
+
+def split_dataset(
+    raw: RawDataset, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, Split]:
+    """Splits a raw dataset into train, val and test, stratified by label.
+
+    With an official test split, test is that split and val is carved from the pool
+    (``test_fraction`` is then unused and not checked). Otherwise test is carved from the
+    pool first, then val from the rest. Either way val_fraction is a share of the non-test
+    examples, so it means the same for every source.
+
+    Args:
+        raw: The loaded dataset.
+        val_fraction: Share of the non-test examples that becomes val, in (0, 1).
+        test_fraction: Share of the pool that becomes test, in (0, 1), when there is no
+            official test split; val_fraction + test_fraction must be < 1.
+        seed: Seed for sklearn's shuffling.
+
+    Returns:
+        {"train": ..., "val": ..., "test": ...}.
+
+    Raises:
+        NasflowError: A fraction or the seed is out of range, or the data is too small.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise NasflowError(f"seed {seed!r} must be an integer")
+    _check_fraction("val_fraction", val_fraction)
+    val_setting = f"val_fraction {val_fraction!r}"
+    labels = raw.pool.labels.numpy()
+    everything = np.arange(len(labels))
+
+    if raw.test is not None:
+        train_idx, val_idx = _stratified(labels, everything, val_fraction, int(seed), val_setting)
+        test = raw.test
+    else:
+        _check_fraction("test_fraction", test_fraction)
+        # Each fraction alone always leaves some training data; holding out as much as the
+        # whole pool between them is taken as a mistake in the config, not a wish.
+        if val_fraction + test_fraction >= 1:
+            raise NasflowError(
+                f"val_fraction + test_fraction = {val_fraction + test_fraction!r} must be below 1"
+            )
+        rest, test_idx = _stratified(
+            labels, everything, test_fraction, int(seed), f"test_fraction {test_fraction!r}"
+        )
+        train_idx, val_idx = _stratified(labels, rest, val_fraction, int(seed), val_setting)
+        test = _take(raw.pool, test_idx)
+    return {"train": _take(raw.pool, train_idx), "val": _take(raw.pool, val_idx), "test": test}
+
+
+def _take(split: Split, indices: np.ndarray) -> Split:
+    # Fancy indexing copies, so a saved split never drags the whole pool's storage along.
+    index = torch.from_numpy(indices.astype(np.int64))
+    return Split(split.images[index].contiguous(), split.labels[index].contiguous())
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population std in [0, 1] units.
+
+    Sums are exact integers (accumulated in chunks to bound memory), so the result does
+    not depend on thread count or summation order and meta.json stays byte-identical.
+    """
+    channels = images.shape[1]
+    total = [0] * channels
+    squares = [0] * channels
+    for chunk in torch.split(images, 1024):
+        wide = chunk.to(torch.int64)
+        for c in range(channels):
+            total[c] += int(wide[:, c].sum())
+            squares[c] += int((wide[:, c] * wide[:, c]).sum())
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    means = tuple(t / (n * 255) for t in total)
+    # Variance = (n*SS - S^2) / n^2, computed in exact integers before the one division.
+    stds = tuple((n * sq - t * t) ** 0.5 / (n * 255) for t, sq in zip(total, squares, strict=True))
+    return means, stds
+
+
+def _content_hash(splits: dict[str, Split], class_names: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(list(class_names)).encode())
+    for name in SPLIT_NAMES:
+        split = splits[name]
+        for tensor in (split.images, split.labels):
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.contiguous().numpy().data)
+    return digest.hexdigest()
+
+
+def compute_info(raw: RawDataset, splits: dict[str, Split]) -> DatasetInfo:
+    """Builds the DatasetInfo of a split dataset.
+
+    Args:
+        raw: The dataset the splits came from (for its name and class names).
+        splits: Output of :func:`split_dataset`.
+
+    Returns:
+        The metadata, with statistics taken from the train split.
+    """
+    c, h, w = (int(v) for v in splits["train"].images.shape[1:])
+    mean, std = _channel_stats(splits["train"].images)
+    return DatasetInfo(
+        name=raw.name,
+        class_names=raw.class_names,
+        input_shape=(c, h, w),
+        num_classes=len(raw.class_names),
+        sizes={name: len(splits[name]) for name in SPLIT_NAMES},
+        mean=mean,
+        std=std,
+        content_hash=_content_hash(splits, raw.class_names),
+    )
+
+
+def write_splits(splits: dict[str, Split], info: DatasetInfo, out_dir: Path) -> None:
+    """Writes the split files and meta.json, replacing any previous set.
+
+    Everything goes to temporary files in ``out_dir`` first and is then renamed into
+    place with ``os.replace`` (meta.json last), so a failure while writing leaves the
+    previous set untouched and never a half-written file under a real name.
+
+    Args:
+        splits: {"train", "val", "test"} splits.
+        info: Their metadata.
+        out_dir: Target directory; created if missing.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name in SPLIT_NAMES:
+            payload = {"images": splits[name].images, "labels": splits[name].labels}
+            # Saving through a file object, not a path: torch.save names the zip's inner
+            # folder after the path, which would make bytes depend on the temp file name.
+            tmp = _stage(out_dir, functools.partial(torch.save, payload))
+            staged.append((tmp, out_dir / f"{name}.pt"))
+        text = (json.dumps(info.to_json(), indent=2) + "\n").encode()
+        staged.append((_stage(out_dir, lambda f: f.write(text)), out_dir / "meta.json"))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, final in staged:
+        os.replace(tmp, final)
+
+
+def _stage(out_dir: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Writes one temporary file in out_dir with ``write(fileobj)`` and returns its path."""
+    fd, name = tempfile.mkstemp(dir=out_dir, prefix=".staging-", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def prepare(
+    source: DataSource,
+    out_dir: str | Path,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> DatasetInfo:
+    """Loads a source, splits it and writes the prepared directory.
+
+    Args:
+        source: Where the data comes from.
+        out_dir: Directory for train.pt, val.pt, test.pt and meta.json.
+        val_fraction: See :func:`split_dataset`.
+        test_fraction: See :func:`split_dataset`.
+        seed: See :func:`split_dataset`.
+
+    Returns:
+        The metadata written to meta.json.
+    """
+    if not isinstance(source, DataSource):
+        raise NasflowError(f"data source {source!r} is not a nasflow DataSource")
+    raw = source.load()
+    splits = split_dataset(raw, val_fraction, test_fraction, seed)
+    info = compute_info(raw, splits)
+    write_splits(splits, info, Path(out_dir))
+    return info
+
+
+def _prepared_file(data_dir: str | Path, filename: str) -> Path:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise NasflowError(f"prepared data directory '{data_dir}' does not exist; {PREPARE_HINT}")
+    path = data_dir / filename
+    if not path.is_file():
+        raise NasflowError(f"prepared data file '{path}' does not exist; {PREPARE_HINT}")
+    return path
+
+
+def load_info(data_dir: str | Path) -> DatasetInfo:
+    """Reads meta.json of a prepared directory.
+
+    Raises:
+        NasflowError: The directory or file is missing or unreadable.
+    """
+    path = _prepared_file(data_dir, "meta.json")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise NasflowError(f"'{path}' is not valid JSON ({err}); {PREPARE_HINT} again") from err
+    return DatasetInfo.from_json(data)
+
+
+def load_split(data_dir: str | Path, name: str) -> Split:
+    """Reads one split of a prepared directory.
+
+    Args:
+        data_dir: The prepared directory.
+        name: "train", "val" or "test".
+
+    Raises:
+        NasflowError: Unknown name, or the directory or file is missing or unreadable.
+    """
+    if name not in SPLIT_NAMES:
+        raise NasflowError(f"unknown split '{name}'; allowed: {', '.join(SPLIT_NAMES)}")
+    path = _prepared_file(data_dir, f"{name}.pt")
+    # torch.save always writes a zip; checking first spares us the weights-only unpickler's
+    # grab bag of exceptions (IndexError, EOFError, ...) on arbitrary garbage.
+    if not zipfile.is_zipfile(path):
+        raise NasflowError(f"'{path}' is not a valid split file (not a zip); {PREPARE_HINT} again")
+    try:
+        # weights_only: the files hold plain tensors, so refuse anything that would run code.
+        payload = torch.load(path, weights_only=True)
+        return Split(payload["images"], payload["labels"])
+    except (RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
+        # torch's messages run over many lines; the first one says what went wrong.
+        reason = str(err).strip().split("\n", 1)[0]
+        raise NasflowError(
+            f"'{path}' is not a valid split file ({reason}); {PREPARE_HINT} again"
+        ) from err

@@ -1,0 +1,96 @@
+"""Full training: train each candidate for a fixed number of epochs, score it on val."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from nasflow.estimators.base import Estimator, Evaluation
+from nasflow.measure import count_flops, count_params
+from nasflow.search_spaces.base import Architecture, SearchSpace
+from nasflow.training import InMemoryData, InMemoryDataModule, TrainerFactory, fit
+from nasflow.training.module import OptimizerFactory, SchedulerFactory
+
+log = logging.getLogger(__name__)
+
+
+class TrainingEstimator(Estimator):
+    """Scores a candidate by its validation accuracy after `epochs` epochs of training.
+
+    Args:
+        space: Builds the candidate's network.
+        data: In-memory train and val splits.
+        trainer: Builds a Lightning Trainer (``accelerator="auto"`` uses a GPU if present).
+        optimizer: Builds the optimizer from the network's parameters.
+        scheduler: Builds the learning-rate schedule, or None.
+        epochs: Training epochs per candidate (the fidelity).
+        batch_size: Examples per batch.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        data: InMemoryData,
+        trainer: TrainerFactory,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        epochs: int = 10,
+        batch_size: int = 64,
+    ) -> None:
+        self.space = space
+        self.data = data
+        self.trainer = trainer
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.epochs = epochs
+        self.batch_size = batch_size
+
+    def evaluate(self, arch: Architecture, seed: int) -> Evaluation:
+        info = self.data.info
+        start = time.perf_counter()
+        # The candidate's initial weights come from its own seed; fork_rng keeps that
+        # draw from touching (or depending on) the caller's global torch generator.
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            params = flops = None
+            try:
+                network = self.space.build(arch, info.input_shape, info.num_classes)
+                params = count_params(network)
+                flops = count_flops(network, info.input_shape)
+                datamodule = InMemoryDataModule(
+                    self.data.splits["train"], self.data.splits["val"], self.batch_size, seed
+                )
+                _, _, history = fit(
+                    network,
+                    datamodule,
+                    info.num_classes,
+                    self.epochs,
+                    self.trainer,
+                    self.optimizer,
+                    self.scheduler,
+                )
+            # Anything a candidate raises (a shape it cannot handle, a diverged loss, out of
+            # memory) ends that candidate only; the search records it and goes on.
+            except Exception as error:  # noqa: BLE001
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+                return Evaluation(
+                    status="failed",
+                    params=params,
+                    flops=flops,
+                    seconds=time.perf_counter() - start,
+                    error=message,
+                )
+        final = history[-1]
+        return Evaluation(
+            status="ok",
+            score=final["val_acc"],
+            metrics={k: v for k, v in final.items() if k != "epoch"},
+            history=history,
+            params=params,
+            flops=flops,
+            seconds=time.perf_counter() - start,
+        )

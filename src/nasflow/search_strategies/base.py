@@ -1,0 +1,52 @@
+"""The ask/tell contract every search strategy follows.
+
+The search loop asks a strategy for an architecture, has it evaluated (by whichever
+estimator and executor are configured) and tells the strategy the result. A strategy
+never trains anything itself and owns all of its randomness through one seeded
+`numpy.random.Generator`, so its whole state can be saved and restored.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from nasflow.errors import NasflowError
+from nasflow.estimators.base import Evaluation
+from nasflow.search_spaces.base import Architecture, SearchSpace
+
+
+class SearchStrategy(ABC):
+    """Proposes architectures of `space` and learns from their evaluations.
+
+    Args:
+        space: The search space to propose from.
+        budget: The most evaluations the search may spend (the loop enforces it).
+        seed: Seeds the strategy's only random generator.
+    """
+
+    name: str
+
+    def __init__(self, space: SearchSpace, budget: int, seed: int = 0) -> None:
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+            raise NasflowError(f"strategy.budget must be a positive integer, got {budget!r}")
+        self.space = space
+        self.budget = budget
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    @abstractmethod
+    def ask(self) -> Architecture | None:
+        """The next architecture to evaluate, or None when the strategy has nothing left."""
+
+    def tell(self, arch: Architecture, evaluation: Evaluation) -> None:  # noqa: B027
+        """Learn from an evaluation. Strategies that do not learn need not override this."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this strategy exactly where it stands."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]

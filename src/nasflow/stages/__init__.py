@@ -1,0 +1,1 @@
+"""The pipeline's stages: prepare -> search -> retrain -> evaluate, one function each."""

@@ -1,0 +1,84 @@
+"""Stage 4: score the retrained network on the test split, the first time it is read."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from nasflow.artifacts import read_architecture, write_json, write_text_atomic
+from nasflow.errors import NasflowError
+from nasflow.tracking import Tracker, git_commit
+from nasflow.training import InMemoryData
+
+log = logging.getLogger("nasflow.evaluate")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Write test accuracy, per-class accuracy and predictions to ``paths.evaluate``."""
+    space = instantiate(cfg.search_space)
+    model_dir = Path(cfg.paths.retrain)
+    arch, record = read_architecture(model_dir / "model.json", space, produced_by="retrain")
+    data = InMemoryData.load(cfg.paths.prepared, ("test",))
+    info = data.info
+    network = space.build(arch, info.input_shape, info.num_classes)
+    network.load_state_dict(_network_weights(model_dir / "model.ckpt"))
+    network.eval()
+
+    images, labels = data.splits["test"].tensors
+    with torch.no_grad():
+        logits = torch.cat([network(batch) for batch in images.split(512)])
+    predictions = logits.argmax(dim=1)
+    per_class = MulticlassAccuracy(info.num_classes, average=None)(logits, labels)
+    confusion = MulticlassConfusionMatrix(info.num_classes)(logits, labels)
+    metrics = {
+        "test_acc": float((predictions == labels).float().mean()),
+        "test_loss": float(F.cross_entropy(logits, labels)),
+        "per_class_acc": {
+            name: round(float(acc), 6) for name, acc in zip(info.class_names, per_class)
+        },
+    }
+
+    out = Path(cfg.paths.evaluate)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "confusion_matrix.json", {"classes": list(info.class_names), "matrix": confusion.tolist()})
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["actual", "predicted"])
+    for y, p in zip(labels.tolist(), predictions.tolist()):
+        writer.writerow([info.class_names[y], info.class_names[p]])
+    write_text_atomic(out / "predictions.csv", table.getvalue())
+
+    tracker: Tracker = instantiate(cfg.tracking)
+    tags = {
+        "nasflow.stage": "evaluate",
+        "nasflow.search_run_id": str(record.get("search_run_id")),
+        "nasflow.retrain_run_id": str(record.get("retrain_run_id")),
+        "nasflow.arch_id": arch.id,
+        "nasflow.dataset": info.name,
+        "mlflow.source.git.commit": git_commit(),
+    }
+    with tracker.run(f"evaluate-{arch.id}", tags, {"arch": arch.flat_params()}):
+        tracker.log_metrics({"test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"]})
+        tracker.log_metrics({f"test_acc_class_{k}": v for k, v in metrics["per_class_acc"].items()})
+        tracker.log_artifact(str(out / "confusion_matrix.json"))
+        tracker.log_artifact(str(out / "predictions.csv"))
+    log.info("test accuracy %.4f on %d images", metrics["test_acc"], len(labels))
+    return metrics
+
+
+def _network_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The network's weights from a Lightning checkpoint of a ClassifierModule."""
+    if not checkpoint.is_file():
+        raise NasflowError(f"{checkpoint} not found; run the retrain stage first")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    prefix = "network."
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

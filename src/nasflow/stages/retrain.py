@@ -1,0 +1,87 @@
+"""Stage 3: train the best architecture from scratch on train+val, for longer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nasflow.artifacts import read_architecture, write_json
+from nasflow.measure import count_flops, count_params
+from nasflow.tracking import Tracker, git_commit
+from nasflow.training import InMemoryData, InMemoryDataModule, fit
+
+log = logging.getLogger("nasflow.retrain")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Retrain the search's best architecture; write the checkpoint to ``paths.retrain``."""
+    space = instantiate(cfg.search_space)
+    arch, record = read_architecture(
+        Path(cfg.paths.search) / "best_architecture.json", space, produced_by="search"
+    )
+    # Train and val together: the search has already used val to choose. Test stays unseen.
+    data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
+    info = data.info
+    tracker: Tracker = instantiate(cfg.tracking)
+    tags = {
+        "nasflow.stage": "retrain",
+        "nasflow.search_run_id": str(record.get("search_run_id")),
+        "nasflow.arch_id": arch.id,
+        "nasflow.dataset": info.name,
+        "mlflow.source.git.commit": git_commit(),
+    }
+    params = {
+        "retrain": OmegaConf.to_container(cfg.retrain, resolve=True),
+        "estimator": OmegaConf.to_container(cfg.estimator, resolve=True),
+        "arch": arch.flat_params(),
+        "seed": cfg.seed,
+    }
+    log.info("retraining %s for %d epochs", arch.describe(), cfg.retrain.epochs)
+    out = Path(cfg.paths.retrain)
+    out.mkdir(parents=True, exist_ok=True)
+    with tracker.run(f"retrain-{arch.id}", tags, params) as run_id:
+        start = time.perf_counter()
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            network = space.build(arch, info.input_shape, info.num_classes)
+            datamodule = InMemoryDataModule(
+                [data.splits["train"], data.splits["val"]], None, cfg.retrain.batch_size, cfg.seed
+            )
+            optimizer = instantiate(cfg.estimator.optimizer)
+            scheduler = instantiate(cfg.estimator.scheduler) if cfg.estimator.scheduler else None
+            _, trainer, history = fit(
+                network,
+                datamodule,
+                info.num_classes,
+                cfg.retrain.epochs,
+                instantiate(cfg.trainer),
+                optimizer,
+                scheduler,
+                logger=tracker.lightning_logger(),
+            )
+        seconds = time.perf_counter() - start
+        trainer.save_checkpoint(out / "model.ckpt")
+        final = history[-1]
+        metrics = {
+            "train_loss": final["train_loss"],
+            "train_acc": final["train_acc"],
+            "params": count_params(network),
+            "flops": count_flops(network, info.input_shape),
+            "seconds": round(seconds, 2),
+        }
+        tracker.log_metrics(metrics)
+        example = data.splits["val"].tensors[0][:4].numpy()
+        tracker.log_model(network.cpu(), example)
+        write_json(out / "metrics.json", metrics)
+        write_json(
+            out / "model.json",
+            {**record, "retrain_run_id": run_id, "epochs": cfg.retrain.epochs},
+        )
+    log.info("train acc %.4f after %d epochs (%.1fs)", final["train_acc"], len(history), seconds)
+    return metrics

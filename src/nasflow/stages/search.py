@@ -1,0 +1,99 @@
+"""Stage 2: search the space with the configured strategy and estimator."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nasflow.artifacts import architecture_record, write_json, write_text_atomic
+from nasflow.errors import NasflowError
+from nasflow.loop import Candidate, run_search
+from nasflow.tracking import Tracker, git_commit
+from nasflow.training import InMemoryData
+
+log = logging.getLogger("nasflow.search")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Search, then write the best architecture, the history and a summary to ``paths.search``.
+
+    Returns:
+        The summary (also the stage's DVC metrics).
+    """
+    # Only train and val are loaded: the test split is never seen while searching.
+    data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
+    space = instantiate(cfg.search_space)
+    strategy = instantiate(cfg.strategy, space=space)
+    estimator = instantiate(
+        cfg.estimator, space=space, data=data, trainer=instantiate(cfg.trainer)
+    )
+    executor = instantiate(cfg.executor)
+    tracker: Tracker = instantiate(cfg.tracking)
+
+    tags = {
+        "nasflow.stage": "search",
+        "nasflow.strategy": strategy.name,
+        "nasflow.search_space": space.name,
+        "nasflow.dataset": data.info.name,
+        "nasflow.data_hash": data.info.content_hash,
+        "nasflow.seed": str(cfg.seed),
+        "mlflow.source.git.commit": git_commit(),
+    }
+    log.info(
+        "%s search over the %s space (%s architectures), budget %d, on %s",
+        strategy.name,
+        space.name,
+        f"{space.size():,}",
+        strategy.budget,
+        data.info.name,
+    )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    with tracker.run(f"search-{strategy.name}-{space.name}", tags, config) as run_id:
+        history = run_search(strategy, estimator, executor, cfg.seed, tracker.log_candidate)
+        ok = [c for c in history if c.evaluation.score is not None]
+        if not ok:
+            raise NasflowError(
+                f"all {len(history)} candidates failed; see the errors above "
+                f"(first: {history[0].evaluation.error if history else 'none evaluated'})"
+            )
+        best = max(ok, key=lambda c: c.evaluation.score)  # type: ignore[arg-type,return-value]
+        summary = {
+            "best_score": best.evaluation.score,
+            "best_params": best.evaluation.params,
+            "best_flops": best.evaluation.flops,
+            "evaluated": len(history),
+            "failed": len(history) - len(ok),
+            "seconds": round(history[-1].elapsed, 2),
+        }
+        tracker.log_metrics({f"final_{k}": v for k, v in summary.items()})
+        record = architecture_record(
+            space, best.arch, score=best.evaluation.score, search_run_id=run_id
+        )
+        tracker.log_dict(record, "best_architecture.json")
+        _write_outputs(Path(cfg.paths.search), record, history, summary)
+    log.info("best %.4f: %s", best.evaluation.score, best.arch.describe())
+    return summary
+
+
+def _write_outputs(
+    out: Path, record: dict[str, Any], history: list[Candidate], summary: dict[str, Any]
+) -> None:
+    lines = "".join(json.dumps(c.to_json(), sort_keys=True) + "\n" for c in history)
+    write_text_atomic(out / "history.jsonl", lines)
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["iteration", "score", "best_score", "params", "seconds"])
+    for c in history:
+        e = c.evaluation
+        writer.writerow([c.iteration, e.score if e.score is not None else "", c.best_score, e.params, round(e.seconds, 3)])
+    write_text_atomic(out / "progress.csv", table.getvalue())
+    write_json(out / "summary.json", summary)
+    # Written last: retrain depends on it, so it only appears once everything else has.
+    write_json(out / "best_architecture.json", record)

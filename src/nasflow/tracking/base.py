@@ -1,0 +1,72 @@
+"""What the stages record about a run, independent of where it goes.
+
+`Tracker` itself records nothing (``tracking=none``); `MlflowTracker` records to MLflow.
+Stages talk only to this interface, so they never import mlflow.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from nasflow.loop import Candidate
+
+
+class Tracker:
+    """A tracker that keeps nothing; subclasses send runs somewhere."""
+
+    @contextmanager
+    def run(
+        self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]
+    ) -> Iterator[str | None]:
+        """Open a run for a stage; yields its id (None when nothing is tracked)."""
+        yield None
+
+    def log_candidate(self, candidate: Candidate) -> None:
+        """Record an evaluated candidate under the open search run."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Record metrics on the open run."""
+
+    def log_dict(self, data: Any, filename: str) -> None:
+        """Store `data` as a JSON artifact of the open run."""
+
+    def log_artifact(self, path: str) -> None:
+        """Store a file as an artifact of the open run."""
+
+    def log_model(self, network: nn.Module, example: Any) -> None:
+        """Store a trained network as a model of the open run."""
+
+    def lightning_logger(self) -> Any:
+        """A Lightning logger writing to the open run, or False."""
+        return False
+
+
+def git_commit() -> str:
+    """The commit of the working tree, or "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and lists flattened to ``a.b.0.c -> value``, for run parameters."""
+    if isinstance(data, Mapping):
+        items = data.items()
+    elif isinstance(data, list | tuple):
+        items = enumerate(data)  # type: ignore[assignment]
+    else:
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat

@@ -1,0 +1,163 @@
+"""MLflow tracking: a parent run per search with a nested child run per candidate.
+
+This is the only module that imports mlflow. It uses the explicit client (run ids passed
+around, no "active run" global) except to log models, which MLflow only offers fluently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from mlflow.utils.time import get_current_time_millis
+
+from nasflow.tracking.base import Tracker, flatten
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from nasflow.loop import Candidate
+
+# MLflow caps a parameter value at 6,000 characters and a batch at 100 parameters.
+_MAX_PARAM = 6000
+_PARAM_BATCH = 100
+
+
+class MlflowTracker(Tracker):
+    """Sends runs to an MLflow tracking server or store.
+
+    Args:
+        uri: Tracking URI (``sqlite:///mlflow.db``, ``http://host:5000``, ...).
+        experiment: Experiment the runs belong to; created if missing.
+        artifact_location: Artifact root of a newly created experiment (a local path is
+            resolved against the working directory).
+    """
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
+        # Creating a new SQLite store runs migrations that log a screenful at INFO.
+        for name in ("alembic", "mlflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            location = artifact_location
+            if location and "://" not in location:
+                location = Path(location).resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(experiment, location)
+        self.run_id: str | None = None
+
+    @contextmanager
+    def run(
+        self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]
+    ) -> Iterator[str | None]:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+        self.run_id = run.info.run_id
+        self._log_params(self.run_id, flatten(dict(params)))
+        status = "FAILED"
+        try:
+            yield self.run_id
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            self.client.set_terminated(self.run_id, status)
+            self.run_id = None
+
+    def log_candidate(self, candidate: Candidate) -> None:
+        assert self.run_id is not None, "log_candidate needs an open search run"
+        evaluation, arch = candidate.evaluation, candidate.arch
+        step, now = candidate.iteration, get_current_time_millis()
+        child = self.client.create_run(
+            self.experiment_id,
+            run_name=f"candidate-{step:03d}",
+            tags={
+                "mlflow.parentRunId": self.run_id,
+                "nasflow.iteration": str(step),
+                "nasflow.arch_id": arch.id,
+                "nasflow.status": evaluation.status,
+                **({"nasflow.error": evaluation.error} if evaluation.error else {}),
+            },
+        ).info.run_id
+        self._log_params(
+            child,
+            {
+                **{f"arch.{k}": v for k, v in arch.flat_params().items()},
+                "arch.id": arch.id,
+                "arch.description": arch.describe(),
+                "seed": candidate.seed,
+            },
+        )
+        metrics = [
+            Metric(key, value, now, int(epoch["epoch"]))
+            for epoch in evaluation.history
+            for key, value in epoch.items()
+            if key != "epoch"
+        ]
+        finals = {"score": evaluation.score, "params": evaluation.params, "flops": evaluation.flops}
+        finals["train_seconds"] = evaluation.seconds
+        metrics += [Metric(k, float(v), now, 0) for k, v in finals.items() if v is not None]
+        self.client.log_batch(child, metrics=metrics)
+        self.client.log_text(
+            child, json.dumps(arch.to_json(), indent=2, sort_keys=True), "architecture.json"
+        )
+        self.client.set_terminated(child, "FINISHED" if evaluation.status == "ok" else "FAILED")
+
+        parent = {"best_score": candidate.best_score, "elapsed_seconds": candidate.elapsed}
+        if evaluation.score is not None:
+            parent["candidate_score"] = evaluation.score
+        self.log_metrics({k: v for k, v in parent.items() if v is not None}, step=step)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        assert self.run_id is not None
+        now = get_current_time_millis()
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_dict(self, data: Any, filename: str) -> None:
+        assert self.run_id is not None
+        self.client.log_dict(self.run_id, data, filename)
+
+    def log_artifact(self, path: str) -> None:
+        assert self.run_id is not None
+        self.client.log_artifact(self.run_id, path)
+
+    def log_model(self, network: nn.Module, example: Any) -> None:
+        import mlflow.pytorch
+        import torch
+
+        assert self.run_id is not None
+        network.eval()
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=self.run_id):
+            mlflow.pytorch.log_model(
+                network,
+                name="model",
+                # The example also gives MLflow the signature and the graph to export.
+                input_example=example,
+                # Explicit requirements: inferring them imports the model in a subprocess,
+                # which takes longer than the rest of the logging.
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
+
+    def lightning_logger(self) -> Any:
+        from pytorch_lightning.loggers import MLFlowLogger
+
+        assert self.run_id is not None
+        return MLFlowLogger(tracking_uri=self.uri, run_id=self.run_id)
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(str(k)[:250], str(v)[:_MAX_PARAM]) for k, v in params.items()]
+        for i in range(0, len(items), _PARAM_BATCH):
+            self.client.log_batch(run_id, params=items[i : i + _PARAM_BATCH])
+

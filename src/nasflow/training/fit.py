@@ -1,0 +1,82 @@
+"""Train one network with Lightning and keep its per-epoch metrics."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+from torch import nn
+
+from nasflow.training.data import InMemoryDataModule
+from nasflow.training.module import ClassifierModule, OptimizerFactory, SchedulerFactory
+
+TrainerFactory = Callable[..., pl.Trainer]
+
+
+class EpochHistory(pl.Callback):
+    """Collects the epoch-level metrics Lightning computed, one dict per epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # Validation runs inside the training epoch, so its metrics are already here.
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        self.epochs.append({"epoch": trainer.current_epoch, **metrics})
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up banner and the hints that do not apply to in-memory data.
+
+    Candidates are trained by the dozen; their repeated info lines would bury the search's
+    own progress. Real warnings (and errors) still come through.
+    """
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Tensors in memory need no loader workers.
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Lightning 2.6 still touches torch's deprecated pytree LeafSpec; nothing to act on.
+    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*", category=FutureWarning)
+
+
+def fit(
+    network: nn.Module,
+    data: InMemoryDataModule,
+    num_classes: int,
+    epochs: int,
+    trainer: TrainerFactory,
+    optimizer: OptimizerFactory,
+    scheduler: SchedulerFactory | None = None,
+    logger: Any = False,
+    callbacks: Sequence[pl.Callback] = (),
+) -> tuple[ClassifierModule, pl.Trainer, list[dict[str, float]]]:
+    """Train `network` for `epochs` epochs, validating after each if `data` has a val split.
+
+    Args:
+        network: The network to train (modified in place).
+        data: Training (and optional validation) batches.
+        num_classes: Number of classes.
+        epochs: Epochs to train.
+        trainer: Builds the Lightning Trainer (a Hydra `_partial_` of `pl.Trainer`).
+        optimizer: Builds the optimizer from the network's parameters.
+        scheduler: Builds the learning-rate schedule, or None.
+        logger: A Lightning logger for live metrics, or False.
+        callbacks: Extra Lightning callbacks.
+
+    Returns:
+        The trained module, the trainer and the per-epoch metrics.
+    """
+    quiet_lightning()
+    module = ClassifierModule(network, num_classes, optimizer, scheduler)
+    history = EpochHistory()
+    run = trainer(
+        max_epochs=epochs,
+        logger=logger,
+        callbacks=[history, *callbacks],
+        limit_val_batches=1.0 if data.val is not None else 0,
+    )
+    run.fit(module, datamodule=data)
+    return module, run, history.epochs
