@@ -33,7 +33,7 @@ test-fast: setup  ## the unit tests only
 lint: setup
 	ruff check src tests pipelines benchmarks
 	ruff format --check src tests pipelines benchmarks
-	mypy src
+	mypy
 
 params: setup  ## rewrite params.yaml from conf/ (dvc exp run does this itself)
 	python -m nasflow.params

@@ -1,16 +1,19 @@
 """The search stage's entry point; the work happens in nasflow.stages.search."""
 
 import hydra
+from omegaconf import DictConfig
 
-from nasflow.cli import stage
-from nasflow.stages import search
+from nasflow import cli
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@stage
-def main(cfg):  # noqa: ANN001, ANN201
+@cli.stage
+def main(cfg: DictConfig) -> object:
+    # Imported here so that a bad override is reported before torch and Lightning load.
+    from nasflow.stages import search
+
     return search.run(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from hydra.errors import InstantiationException
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from nasflow.config import register_configs
 from nasflow.errors import NasflowError
@@ -39,9 +46,42 @@ def stage(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         except InstantiationException as error:
             # Hydra wraps what a constructor raised; a NasflowError inside is a bad input.
             cause = error.__cause__
-            _fail(str(cause) if isinstance(cause, NasflowError) else str(error).splitlines()[0])
+            _fail(str(cause) if isinstance(cause, NasflowError) else _first_line(error))
+        except OmegaConfBaseException as error:  # e.g. a required value left unset
+            _fail(_first_line(error))
 
     return run
+
+
+def run(main: Callable[[], Any]) -> None:
+    """Run a `@hydra.main` function, reporting a bad config or override in one line.
+
+    Hydra prints composition errors over a dozen lines (with its search path) unless
+    HYDRA_FULL_ERROR is set, in which case it raises them: we set it, catch them here and
+    print one line. Errors that are bugs keep their full traceback.
+    """
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except MissingConfigException as error:
+        _fail(_missing_option(error))
+    except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as error:
+        lines = [_first_line(error)]
+        if error.__cause__ is not None:
+            lines.append(_first_line(error.__cause__))
+        _fail(" ".join(lines))
+
+
+def _missing_option(error: MissingConfigException) -> str:
+    missing = error.missing_cfg_file or ""
+    group, _, name = missing.rpartition("/")
+    if group and error.options:
+        return f"{group}={name} is not an option; choose from {', '.join(error.options)}"
+    return _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), repr(error))
 
 
 def _fail(message: str) -> None:

@@ -6,7 +6,7 @@ fails when the config is composed, with a message naming the key, instead of dee
 a run. The schemas also hold each option's `_target_`, so YAML files never repeat it.
 
 `register_configs` runs when Hydra starts in any process where nasflow is installed,
-DVC's own composition included, through the `hydra_plugins.nasflow` module.
+DVC's own composition included, through the `hydra_plugins.nasflow_schemas` module.
 """
 
 from __future__ import annotations

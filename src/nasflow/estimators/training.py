@@ -73,7 +73,7 @@ class TrainingEstimator(Estimator):
                 )
             # Anything a candidate raises (a shape it cannot handle, a diverged loss, out of
             # memory) ends that candidate only; the search records it and goes on.
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 message = f"{type(error).__name__}: {error}".splitlines()[0][:500]

@@ -103,9 +103,7 @@ class SearchSpace(ABC):
         """Parse and validate an architecture; NasflowError naming the reason if invalid."""
 
     @abstractmethod
-    def build(
-        self, arch: Architecture, input_shape: Sequence[int], num_classes: int
-    ) -> nn.Module:
+    def build(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> nn.Module:
         """A fresh, randomly initialised network for images of `input_shape` (C, H, W)."""
 
     # -- the decision view, as strategies see it -----------------------------------------

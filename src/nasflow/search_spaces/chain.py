@@ -230,9 +230,7 @@ class ChainSpace(SearchSpace):
         return labels
 
     def size(self) -> int:
-        return sum(
-            self._count((_START, 0), d) for d in range(self.min_layers, self.max_layers + 1)
-        )
+        return sum(self._count((_START, 0), d) for d in range(self.min_layers, self.max_layers + 1))
 
     # -- JSON -----------------------------------------------------------------------------
 
@@ -245,8 +243,9 @@ class ChainSpace(SearchSpace):
                 raise NasflowError(f"layer {i}: 'op' must be one of {', '.join(OPS)}; got {item}")
             expected = {"op", *OP_FIELDS[item["op"]]}
             if set(item) != expected:
+                got = sorted(item)
                 raise NasflowError(
-                    f"layer {i} ({item['op']}): expected keys {sorted(expected)}, got {sorted(item)}"
+                    f"layer {i} ({item['op']}): expected keys {sorted(expected)}, got {got}"
                 )
             layers.append(_layer_from_json(i, item))
         arch = ChainArchitecture(tuple(layers))
@@ -255,9 +254,7 @@ class ChainSpace(SearchSpace):
 
     # -- the network ----------------------------------------------------------------------
 
-    def build(
-        self, arch: Architecture, input_shape: Sequence[int], num_classes: int
-    ) -> nn.Module:
+    def build(self, arch: Architecture, input_shape: Sequence[int], num_classes: int) -> nn.Module:
         if not isinstance(arch, ChainArchitecture):
             raise NasflowError(f"not a chain architecture: {type(arch).__name__}")
         return ChainNetwork(arch, tuple(input_shape), num_classes)
@@ -266,8 +263,9 @@ class ChainSpace(SearchSpace):
 def _check_subset(key: str, values: Sequence[str], allowed: tuple[str, ...]) -> None:
     unknown = [v for v in values if v not in allowed]
     if unknown or not values:
+        choices = ", ".join(allowed)
         raise NasflowError(
-            f"search_space.{key}: {unknown or 'empty'} not allowed; choose from {', '.join(allowed)}"
+            f"search_space.{key}: {unknown or 'empty'} not allowed; choose from {choices}"
         )
 
 

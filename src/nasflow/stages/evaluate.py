@@ -39,21 +39,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     predictions = logits.argmax(dim=1)
     per_class = MulticlassAccuracy(info.num_classes, average=None)(logits, labels)
     confusion = MulticlassConfusionMatrix(info.num_classes)(logits, labels)
-    metrics = {
+    metrics: dict[str, Any] = {
         "test_acc": float((predictions == labels).float().mean()),
         "test_loss": float(F.cross_entropy(logits, labels)),
         "per_class_acc": {
-            name: round(float(acc), 6) for name, acc in zip(info.class_names, per_class)
+            name: round(float(acc), 6)
+            for name, acc in zip(info.class_names, per_class, strict=True)
         },
     }
 
     out = Path(cfg.paths.evaluate)
     write_json(out / "metrics.json", metrics)
-    write_json(out / "confusion_matrix.json", {"classes": list(info.class_names), "matrix": confusion.tolist()})
+    write_json(
+        out / "confusion_matrix.json",
+        {"classes": list(info.class_names), "matrix": confusion.tolist()},
+    )
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
     writer.writerow(["actual", "predicted"])
-    for y, p in zip(labels.tolist(), predictions.tolist()):
+    for y, p in zip(labels.tolist(), predictions.tolist(), strict=True):
         writer.writerow([info.class_names[y], info.class_names[p]])
     write_text_atomic(out / "predictions.csv", table.getvalue())
 

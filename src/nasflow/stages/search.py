@@ -7,7 +7,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -31,9 +31,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
     space = instantiate(cfg.search_space)
     strategy = instantiate(cfg.strategy, space=space)
-    estimator = instantiate(
-        cfg.estimator, space=space, data=data, trainer=instantiate(cfg.trainer)
-    )
+    estimator = instantiate(cfg.estimator, space=space, data=data, trainer=instantiate(cfg.trainer))
     executor = instantiate(cfg.executor)
     tracker: Tracker = instantiate(cfg.tracking)
 
@@ -54,7 +52,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         strategy.budget,
         data.info.name,
     )
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     with tracker.run(f"search-{strategy.name}-{space.name}", tags, config) as run_id:
         history = run_search(strategy, estimator, executor, cfg.seed, tracker.log_candidate)
         ok = [c for c in history if c.evaluation.score is not None]
@@ -72,7 +70,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "failed": len(history) - len(ok),
             "seconds": round(history[-1].elapsed, 2),
         }
-        tracker.log_metrics({f"final_{k}": v for k, v in summary.items()})
+        tracker.log_metrics({f"final_{k}": float(v) for k, v in summary.items() if v is not None})
         record = architecture_record(
             space, best.arch, score=best.evaluation.score, search_run_id=run_id
         )
@@ -92,7 +90,15 @@ def _write_outputs(
     writer.writerow(["iteration", "score", "best_score", "params", "seconds"])
     for c in history:
         e = c.evaluation
-        writer.writerow([c.iteration, e.score if e.score is not None else "", c.best_score, e.params, round(e.seconds, 3)])
+        writer.writerow(
+            [
+                c.iteration,
+                e.score if e.score is not None else "",
+                c.best_score,
+                e.params,
+                round(e.seconds, 3),
+            ]
+        )
     write_text_atomic(out / "progress.csv", table.getvalue())
     write_json(out / "summary.json", summary)
     # Written last: retrain depends on it, so it only appears once everything else has.

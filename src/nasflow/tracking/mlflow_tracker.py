@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
@@ -160,4 +159,3 @@ class MlflowTracker(Tracker):
         items = [Param(str(k)[:250], str(v)[:_MAX_PARAM]) for k, v in params.items()]
         for i in range(0, len(items), _PARAM_BATCH):
             self.client.log_batch(run_id, params=items[i : i + _PARAM_BATCH])
-

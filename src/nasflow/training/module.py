@@ -65,7 +65,9 @@ class ClassifierModule(pl.LightningModule):
         # device sync each batch, and a diverged run only wastes the rest of one epoch.
         loss = self.trainer.callback_metrics.get("train_loss")
         if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(f"training loss became {float(loss)} in epoch {self.current_epoch}")
+            raise FloatingPointError(
+                f"training loss became {float(loss)} in epoch {self.current_epoch}"
+            )
 
     def configure_optimizers(self):  # type: ignore[override]
         optimizer = self.optimizer_factory(self.network.parameters())
@@ -73,4 +75,7 @@ class ClassifierModule(pl.LightningModule):
             return optimizer
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = self.scheduler_factory(optimizer, total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

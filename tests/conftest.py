@@ -1,0 +1,52 @@
+"""Shared fixtures: the real config, shrunk to run in seconds, and prepared digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from nasflow.config import register_configs
+from nasflow.data import Digits, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Every value that makes the pipeline slow, made small; everything else is the default.
+TINY = [
+    "strategy.budget=3",
+    "estimator.epochs=1",
+    "retrain.epochs=1",
+    "search_space.max_layers=2",
+]
+
+
+def compose_config(overrides: list[str] = ()) -> DictConfig:  # type: ignore[assignment]
+    """The pipeline's config as `python pipelines/<stage>.py <overrides>` would compose it."""
+    register_configs()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(Digits(), out, val_fraction=0.15, test_fraction=0.2, seed=0)
+    return out
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path, prepared_digits: Path) -> DictConfig:
+    """A tiny pipeline config writing under tmp_path, tracked to a throwaway MLflow store."""
+    return compose_config(
+        [
+            *TINY,
+            f"paths.prepared={prepared_digits}",
+            f"paths.search={tmp_path / 'search'}",
+            f"paths.retrain={tmp_path / 'retrain'}",
+            f"paths.evaluate={tmp_path / 'evaluate'}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
+        ]
+    )
