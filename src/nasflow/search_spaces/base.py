@@ -2,11 +2,11 @@
 
 A space describes its architectures as a *sequence of categorical decisions*: what an RNN
 controller emits token by token, what grid search enumerates and what random search
-samples. A space implements three things about that sequence — which options the next
-decision has given the ones made so far (`options`), how a complete sequence becomes an
-architecture (`decode`) and back (`encode`) — and everything else here is derived from
-them. Constraints live in `options`: a sequence that can be emitted is valid by
-construction, so strategies never have to know the rules of a space.
+samples. A space implements three things about that sequence, in terms of option labels:
+which decision comes next given the labels chosen so far (`next_decision`), how a complete
+sequence becomes an architecture (`from_labels`) and back (`to_labels`). Everything else
+here is derived from them. Constraints live in `next_decision`: a sequence that can be
+emitted is valid by construction, so strategies never have to know the rules of a space.
 """
 
 from __future__ import annotations

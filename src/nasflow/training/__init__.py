@@ -1,12 +1,11 @@
 """Lightning training of any candidate network on in-memory data."""
 
 from nasflow.training.data import InMemoryData, InMemoryDataModule
-from nasflow.training.fit import EpochHistory, TrainerFactory, fit, quiet_lightning
+from nasflow.training.fit import TrainerFactory, fit, quiet_lightning
 from nasflow.training.module import ClassifierModule
 
 __all__ = [
     "ClassifierModule",
-    "EpochHistory",
     "InMemoryData",
     "InMemoryDataModule",
     "TrainerFactory",

@@ -16,18 +16,6 @@ from nasflow.training.module import ClassifierModule, OptimizerFactory, Schedule
 TrainerFactory = Callable[..., pl.Trainer]
 
 
-class EpochHistory(pl.Callback):
-    """Collects the epoch-level metrics Lightning computed, one dict per epoch."""
-
-    def __init__(self) -> None:
-        self.epochs: list[dict[str, float]] = []
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        # Validation runs inside the training epoch, so its metrics are already here.
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        self.epochs.append({"epoch": trainer.current_epoch, **metrics})
-
-
 def quiet_lightning() -> None:
     """Silence Lightning's start-up banner and the hints that do not apply to in-memory data.
 
@@ -71,12 +59,11 @@ def fit(
     """
     quiet_lightning()
     module = ClassifierModule(network, num_classes, optimizer, scheduler)
-    history = EpochHistory()
     run = trainer(
         max_epochs=epochs,
         logger=logger,
-        callbacks=[history, *callbacks],
+        callbacks=list(callbacks),
         limit_val_batches=1.0 if data.val is not None else 0,
     )
     run.fit(module, datamodule=data)
-    return module, run, history.epochs
+    return module, run, module.history

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -18,6 +19,11 @@ SchedulerFactory = Callable[[torch.optim.Optimizer, int], torch.optim.lr_schedul
 
 class ClassifierModule(pl.LightningModule):
     """Cross-entropy training of any image classifier.
+
+    Metrics are accumulated over an epoch and logged once at its end: a per-step
+    `self.log` costs about a millisecond, as much as a whole step of a small candidate
+    (see benchmarks/lightning_overhead.py). Each epoch's metrics are also kept in
+    `history`, one dict per epoch.
 
     Args:
         network: The candidate network (images -> logits).
@@ -38,8 +44,15 @@ class ClassifierModule(pl.LightningModule):
         self.network = network
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Labels come from our own prepared splits; checking them every batch is wasted work.
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        # nan_strategy="disable": a NaN loss must reach the mean (and fail the candidate),
+        # not be dropped with a warning as torchmetrics does by default.
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.val_loss = MeanMetric(nan_strategy="disable")
+        self.history: list[dict[str, float]] = []
+        self._val_metrics: dict[str, float] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
@@ -48,28 +61,34 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self.network(x)
         loss = F.cross_entropy(logits, y)
-        self.train_acc(logits, y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        self.train_loss.update(loss.detach(), weight=len(y))
+        self.train_acc.update(logits.detach(), y)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = batch
         logits = self.network(x)
-        self.val_acc(logits, y)
-        self.log("val_loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True)
-        self.log("val_acc", self.val_acc, on_step=False, on_epoch=True)
+        self.val_loss.update(F.cross_entropy(logits, y), weight=len(y))
+        self.val_acc.update(logits, y)
+
+    def on_validation_epoch_end(self) -> None:
+        self._val_metrics = {"val_loss": _pop(self.val_loss), "val_acc": _pop(self.val_acc)}
+        self.log_dict(self._val_metrics)
 
     def on_train_epoch_end(self) -> None:
+        # Lightning validates inside the training epoch, so this epoch's val metrics are in.
+        metrics = {"train_loss": _pop(self.train_loss), "train_acc": _pop(self.train_acc)}
         # Checked once an epoch rather than every step: a per-step check would force a
         # device sync each batch, and a diverged run only wastes the rest of one epoch.
-        loss = self.trainer.callback_metrics.get("train_loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        if not math.isfinite(metrics["train_loss"]):
             raise FloatingPointError(
-                f"training loss became {float(loss)} in epoch {self.current_epoch}"
+                f"training loss became {metrics['train_loss']} in epoch {self.current_epoch}"
             )
+        self.log_dict(metrics)
+        self.history.append({"epoch": self.current_epoch, **metrics, **self._val_metrics})
+        self._val_metrics = {}
 
-    def configure_optimizers(self):  # type: ignore[override]
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]  # Lightning's union type
         optimizer = self.optimizer_factory(self.network.parameters())
         if self.scheduler_factory is None:
             return optimizer
@@ -79,3 +98,10 @@ class ClassifierModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def _pop(metric: MeanMetric | MulticlassAccuracy) -> float:
+    """The metric's value over the epoch, then reset for the next one."""
+    value = float(metric.compute())
+    metric.reset()
+    return value
