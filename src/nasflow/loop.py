@@ -68,6 +68,8 @@ def run_search(
         Every candidate in the order it finished.
     """
     history: list[Candidate] = []
+    # What "candidate i of N" counts to: the budget, or the whole space if that is smaller.
+    planned = min(strategy.budget, strategy.space.size())
     best: float | None = None
     start = time.perf_counter()
     issued = 0
@@ -90,12 +92,12 @@ def run_search(
                 task.iteration, task.arch, task.seed, evaluation, best, time.perf_counter() - start
             )
             history.append(candidate)
-            _report(candidate, strategy.budget)
+            _report(candidate, planned)
             on_candidate(candidate)
     return history
 
 
-def _report(candidate: Candidate, budget: int) -> None:
+def _report(candidate: Candidate, planned: int) -> None:
     evaluation = candidate.evaluation
     outcome = (
         f"val_acc {evaluation.score:.4f}"
@@ -106,7 +108,7 @@ def _report(candidate: Candidate, budget: int) -> None:
     log.info(
         "candidate %d/%d  %s  best %s  %.1fs  %s",
         candidate.iteration + 1,
-        budget,
+        planned,
         outcome,
         best,
         evaluation.seconds,
