@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,24 +48,6 @@ class Architecture(ABC):
     def id(self) -> str:
         """A stable 16-hex-digit hash of the canonical JSON (same in every process and run)."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
-
-    def flat_params(self) -> dict[str, str]:
-        """The JSON flattened to ``a.b.c -> value`` pairs, for MLflow params."""
-        flat: dict[str, str] = {}
-
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, Mapping):
-                for key, item in value.items():
-                    walk(f"{prefix}.{key}" if prefix else str(key), item)
-            elif isinstance(value, list | tuple):
-                flat[f"{prefix}.n"] = str(len(value))
-                for i, item in enumerate(value):
-                    walk(f"{prefix}.{i}", item)
-            else:
-                flat[prefix] = str(value)
-
-        walk("", self.to_json())
-        return flat
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "nasflow.dataset": info.name,
         "mlflow.source.git.commit": git_commit(),
     }
-    with tracker.run(f"evaluate-{arch.id}", tags, {"arch": arch.flat_params()}):
+    with tracker.run(f"evaluate-{arch.id}", tags, {"arch": arch.to_json()}):
         tracker.log_metrics({"test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"]})
         tracker.log_metrics({f"test_acc_class_{k}": v for k, v in metrics["per_class_acc"].items()})
         tracker.log_artifact(str(out / "confusion_matrix.json"))

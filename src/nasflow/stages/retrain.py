@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     params = {
         "retrain": OmegaConf.to_container(cfg.retrain, resolve=True),
         "estimator": OmegaConf.to_container(cfg.estimator, resolve=True),
-        "arch": arch.flat_params(),
+        "arch": arch.to_json(),
         "seed": cfg.seed,
     }
     log.info("retraining %s for %d epochs", arch.describe(), cfg.retrain.epochs)

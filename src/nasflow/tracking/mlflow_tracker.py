@@ -91,7 +91,7 @@ class MlflowTracker(Tracker):
         self._log_params(
             child,
             {
-                **{f"arch.{k}": v for k, v in arch.flat_params().items()},
+                **flatten(arch.to_json(), "arch"),
                 "arch.id": arch.id,
                 "arch.description": arch.describe(),
                 "seed": candidate.seed,
