@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from nasflow.artifacts import architecture_record, read_architecture, write_json
+from nasflow.artifacts import (
+    architecture_record,
+    read_architecture,
+    write_csv,
+    write_json,
+    write_text_atomic,
+)
 from nasflow.errors import NasflowError
 from nasflow.search_spaces import ChainArchitecture, ChainSpace, Layer
 
@@ -42,7 +48,13 @@ def test_bad_files_give_one_clear_error(tmp_path: Path, content: str | None, mes
 def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
     path = tmp_path / "summary.json"
     write_json(path, {"best": 1})
-    with pytest.raises(TypeError):
-        write_json(path, {"best": object()})
+    # A lone surrogate cannot be encoded: the write fails half-way through the temp file.
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(path, "partial \ud800")
     assert path.read_text() == '{\n  "best": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"], "no temporary file left"
+
+
+def test_csv_tables(tmp_path: Path) -> None:
+    write_csv(tmp_path / "t.csv", ["a", "b"], [[1, "x"], [2, ""]])
+    assert (tmp_path / "t.csv").read_text() == "a,b\n1,x\n2,\n"

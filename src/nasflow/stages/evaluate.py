@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from nasflow.artifacts import read_architecture, write_json, write_text_atomic
+from nasflow.artifacts import read_architecture, write_csv, write_json
 from nasflow.errors import NasflowError
 from nasflow.tracking import Tracker, git_commit
 from nasflow.training import InMemoryData
@@ -54,12 +52,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         out / "confusion_matrix.json",
         {"classes": list(info.class_names), "matrix": confusion.tolist()},
     )
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["actual", "predicted"])
-    for y, p in zip(labels.tolist(), predictions.tolist(), strict=True):
-        writer.writerow([info.class_names[y], info.class_names[p]])
-    write_text_atomic(out / "predictions.csv", table.getvalue())
+    write_csv(
+        out / "predictions.csv",
+        ["actual", "predicted"],
+        (
+            [info.class_names[y], info.class_names[p]]
+            for y, p in zip(labels.tolist(), predictions.tolist(), strict=True)
+        ),
+    )
 
     tracker: Tracker = instantiate(cfg.tracking)
     tags = {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from pathlib import Path
@@ -12,7 +10,7 @@ from typing import Any, cast
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nasflow.artifacts import architecture_record, write_json, write_text_atomic
+from nasflow.artifacts import architecture_record, write_csv, write_json, write_text_atomic
 from nasflow.errors import NasflowError
 from nasflow.loop import Candidate, run_search
 from nasflow.tracking import Tracker, git_commit
@@ -85,21 +83,20 @@ def _write_outputs(
 ) -> None:
     lines = "".join(json.dumps(c.to_json(), sort_keys=True) + "\n" for c in history)
     write_text_atomic(out / "history.jsonl", lines)
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["iteration", "score", "best_score", "params", "seconds"])
-    for c in history:
-        e = c.evaluation
-        writer.writerow(
+    write_csv(
+        out / "progress.csv",
+        ["iteration", "score", "best_score", "params", "seconds"],
+        (
             [
                 c.iteration,
-                e.score if e.score is not None else "",
+                c.evaluation.score if c.evaluation.score is not None else "",
                 c.best_score,
-                e.params,
-                round(e.seconds, 3),
+                c.evaluation.params,
+                round(c.evaluation.seconds, 3),
             ]
-        )
-    write_text_atomic(out / "progress.csv", table.getvalue())
+            for c in history
+        ),
+    )
     write_json(out / "summary.json", summary)
     # Written last: retrain depends on it, so it only appears once everything else has.
     write_json(out / "best_architecture.json", record)
