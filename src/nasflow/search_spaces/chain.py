@@ -14,7 +14,7 @@ the last one. The grammar below enforces the usual constraints:
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from nasflow.errors import NasflowError
-from nasflow.search_spaces.base import Architecture, Decision, SearchSpace
+from nasflow.search_spaces.base import Architecture, Decision, Grammar, Graph, SearchSpace
 
 OPS = ("conv", "max_pool", "avg_pool", "gap", "dense")
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
@@ -180,8 +180,7 @@ class ChainSpace(SearchSpace):
             and self._count(nxt, remaining - 1) > 0
         )
 
-    def _grammar(self) -> Generator[Decision, str, ChainArchitecture]:
-        """Yields each decision in turn and receives the chosen label."""
+    def grammar(self) -> Grammar:
         depths = tuple(
             str(d)
             for d in range(self.min_layers, self.max_layers + 1)
@@ -198,26 +197,6 @@ class ChainSpace(SearchSpace):
             state = self._next_state(state, op)  # type: ignore[assignment]
         return ChainArchitecture(tuple(layers))
 
-    def next_decision(self, labels: Sequence[str]) -> Decision | None:
-        grammar = self._grammar()
-        decision = next(grammar)
-        for label in labels:
-            try:
-                decision = grammar.send(label)
-            except StopIteration:
-                return None
-        return decision
-
-    def from_labels(self, labels: Sequence[str]) -> ChainArchitecture:
-        grammar = self._grammar()
-        next(grammar)
-        try:
-            for label in labels:
-                grammar.send(label)
-        except StopIteration as done:
-            return done.value
-        raise ValueError(f"incomplete decision sequence: {list(labels)}")
-
     def to_labels(self, arch: Architecture) -> list[str]:
         if not isinstance(arch, ChainArchitecture):
             raise NasflowError(f"not a chain architecture: {type(arch).__name__}")
@@ -231,6 +210,22 @@ class ChainSpace(SearchSpace):
 
     def size(self) -> int:
         return sum(self._count((_START, 0), d) for d in range(self.min_layers, self.max_layers + 1))
+
+    def catalogue(self) -> tuple[Decision, ...]:
+        depths = tuple(str(d) for d in range(self.min_layers, self.max_layers + 1))
+        decisions = [Decision("depth", depths)]
+        for i in range(self.max_layers):
+            decisions.append(Decision(f"layer{i}.op", self.ops))
+            fields = dict.fromkeys(f for op in self.ops for f in OP_FIELDS[op])
+            decisions += [Decision(f"layer{i}.{f}", self.field_choices[f]) for f in fields]
+        return tuple(decisions)
+
+    def graphs(self, arch: Architecture) -> list[Graph]:
+        if not isinstance(arch, ChainArchitecture):
+            raise NasflowError(f"not a chain architecture: {type(arch).__name__}")
+        nodes = ("input", *(layer.describe() for layer in arch.layers), "classifier")
+        edges = [(i, i + 1, "") for i in range(len(nodes) - 1)]
+        return [Graph("chain", nodes, tuple(edges))]
 
     # -- JSON -----------------------------------------------------------------------------
 
