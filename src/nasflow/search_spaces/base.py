@@ -93,6 +93,18 @@ class SearchSpace(ABC):
     """
 
     name: ClassVar[str]
+    # Every concrete space, by name; a subclass registers itself by defining `name`.
+    registry: ClassVar[dict[str, type[SearchSpace]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            cls.registry[cls.name] = cls
+
+    @classmethod
+    @abstractmethod
+    def tiny(cls) -> SearchSpace:
+        """A small instance whose networks build and train in milliseconds, for tests."""
 
     @abstractmethod
     def grammar(self) -> Grammar:

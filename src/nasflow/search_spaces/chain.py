@@ -144,6 +144,10 @@ class ChainSpace(SearchSpace):
         # Memoised per instance: the grammar asks the same counts for every decision.
         self._count = cache(self._count_uncached)
 
+    @classmethod
+    def tiny(cls) -> ChainSpace:
+        return cls(min_layers=1, max_layers=3, filters=[4, 8], kernel_sizes=[1, 3], dense_units=[8])
+
     # -- the grammar ------------------------------------------------------------------
 
     def _next_state(self, state: tuple[str, int], op: str) -> tuple[str, int] | None:
