@@ -67,6 +67,51 @@ class ChainSpaceConfig:
 
 
 @dataclass
+class NB201SpaceConfig:
+    _target_: str = "nasflow.search_spaces.NB201Space"
+    channels: int = 16  # C of the first stage; NAS-Bench-201 uses 16 (then 32, 64)
+    cells_per_stage: int = 5  # NAS-Bench-201 uses 5
+    ops: list[str] = field(
+        default_factory=lambda: [
+            "none",
+            "skip_connect",
+            "nor_conv_1x1",
+            "nor_conv_3x3",
+            "avg_pool_3x3",
+        ]
+    )
+
+
+@dataclass
+class DartsSpaceConfig:
+    _target_: str = "nasflow.search_spaces.DartsSpace"
+    channels: int = 16  # DARTS searches at 16 and evaluates at 36
+    layers: int = 8  # cells in all; DARTS searches with 8 and evaluates with 20
+    stem_multiplier: int = 3
+    ops: list[str] = field(
+        default_factory=lambda: [
+            "max_pool_3x3",
+            "avg_pool_3x3",
+            "skip_connect",
+            "sep_conv_3x3",
+            "sep_conv_5x5",
+            "dil_conv_3x3",
+            "dil_conv_5x5",
+        ]
+    )
+
+
+@dataclass
+class NASNetSpaceConfig:
+    _target_: str = "nasflow.search_spaces.NASNetSpace"
+    cells_per_stage: int = 2  # N; NASNet-A is evaluated at N=6 on CIFAR-10
+    filters: int = 8  # F; NASNet-A "6 @ 768" has F=32 (768 = 24 F penultimate filters)
+    blocks: int = 5  # B blocks per cell
+    ops: list[str] | None = None  # None: all 15 (the paper lists 13: no 5x5, 7x7 avg pool)
+    combinations: list[str] = field(default_factory=lambda: ["add", "concat"])
+
+
+@dataclass
 class RandomSearchConfig:
     _target_: str = "nasflow.search_strategies.RandomSearch"
     budget: int = 20  # candidates to evaluate
@@ -142,6 +187,19 @@ class PathsConfig:
 class RetrainConfig:
     epochs: int = 40
     batch_size: int = 64
+    # Settings of search_space to change for the retrained network only: a cell found
+    # on a small network is retrained stacked larger, e.g. {channels: 36, layers: 20}.
+    search_space: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InspectConfig:
+    """`pipelines/inspect_arch.py`: one architecture's parameters, FLOPs and diagram."""
+
+    arch: str = "results/search/best_architecture.json"  # a file, or the architecture as text
+    input_shape: list[int] | None = None  # None: the prepared data's
+    num_classes: int | None = None  # None: the prepared data's
+    diagram: str = "inspect/architecture.svg"  # .svg or .png
 
 
 @dataclass
@@ -149,6 +207,7 @@ class NasflowConfig:
     seed: int = 0  # seeds the strategy and the candidates' training
     paths: PathsConfig = field(default_factory=PathsConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    inspect: InspectConfig = field(default_factory=InspectConfig)
     data: Any = MISSING
     search_space: Any = MISSING
     strategy: Any = MISSING
@@ -164,7 +223,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "torchvision": DataConfig(source=TorchvisionSource()),
         "image_folder": DataConfig(source=ImageFolderSource()),
     },
-    "search_space": {"chain": ChainSpaceConfig},
+    "search_space": {
+        "chain": ChainSpaceConfig,
+        "nb201": NB201SpaceConfig,
+        "darts": DartsSpaceConfig,
+        "nasnet": NASNetSpaceConfig,
+    },
     "strategy": {"random": RandomSearchConfig, "grid": GridSearchConfig},
     "estimator": {"training": TrainingEstimatorConfig},
     "trainer": {"lightning": TrainerConfig},

@@ -1,6 +1,29 @@
-"""Search spaces: which architectures can be found, and how each becomes a network."""
+"""Search spaces: which architectures can be found, and how each becomes a network.
 
-from nasflow.search_spaces.base import Architecture, Decision, SearchSpace
+Importing this package registers every space in `SearchSpace.registry` by its name.
+"""
+
+from nasflow.search_spaces.base import Architecture, Decision, Graph, SearchSpace
 from nasflow.search_spaces.chain import ChainArchitecture, ChainSpace, Layer
+from nasflow.search_spaces.darts import DARTS_V1, DARTS_V2, DartsGenotype, DartsSpace
+from nasflow.search_spaces.nasnet import NASNET_A, NASNetArchitecture, NASNetSpace
+from nasflow.search_spaces.nb201 import NB201Architecture, NB201Space
 
-__all__ = ["Architecture", "ChainArchitecture", "ChainSpace", "Decision", "Layer", "SearchSpace"]
+__all__ = [
+    "DARTS_V1",
+    "DARTS_V2",
+    "NASNET_A",
+    "Architecture",
+    "ChainArchitecture",
+    "ChainSpace",
+    "DartsGenotype",
+    "DartsSpace",
+    "Decision",
+    "Graph",
+    "Layer",
+    "NASNetArchitecture",
+    "NASNetSpace",
+    "NB201Architecture",
+    "NB201Space",
+    "SearchSpace",
+]

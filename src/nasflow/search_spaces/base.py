@@ -284,7 +284,10 @@ class SearchSpace(ABC):
         fresh: Callable[[Decision], str],
     ) -> Architecture:
         """`labels` with decision `position` set to `label`, the rest kept where allowed."""
-        kept = {d.name: old for d, old in zip(asked[position + 1 :], labels[position + 1 :])}
+        kept = {
+            d.name: old
+            for d, old in zip(asked[position + 1 :], labels[position + 1 :], strict=True)
+        }
 
         def choose(i: int, decision: Decision) -> str:
             if i < position:
@@ -326,7 +329,7 @@ class SearchSpace(ABC):
         """
         labels = self.to_labels(arch)
         asked, _ = self._replay(labels)
-        chosen = {d.name: label for d, label in zip(asked, labels)}
+        chosen = {d.name: label for d, label in zip(asked, labels, strict=True)}
         vector: list[float] = []
         for decision in self.catalogue():
             label = chosen.get(decision.name)

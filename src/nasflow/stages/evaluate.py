@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from nasflow.artifacts import read_architecture, write_csv, write_json
+from nasflow.artifacts import read_architecture, read_json, write_csv, write_json
 from nasflow.errors import NasflowError
 from nasflow.tracking import Tracker, git_commit
 from nasflow.training import InMemoryData
@@ -22,8 +22,11 @@ log = logging.getLogger("nasflow.evaluate")
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Write test accuracy, per-class accuracy and predictions to ``paths.evaluate``."""
-    space = instantiate(cfg.search_space)
     model_dir = Path(cfg.paths.retrain)
+    # Built in the space retrain built it in (which may be stacked larger than the search's).
+    model = read_json(model_dir / "model.json", produced_by="retrain")
+    built_in = model.get("search_space") if isinstance(model, dict) else None
+    space = instantiate(built_in or cfg.search_space)
     arch, record = read_architecture(model_dir / "model.json", space, produced_by="retrain")
     data = InMemoryData.load(cfg.paths.prepared, ("test",))
     info = data.info

@@ -12,16 +12,35 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nasflow.artifacts import read_architecture, write_json
+from nasflow.errors import NasflowError
 from nasflow.measure import count_flops, count_params
+from nasflow.search_spaces.base import SearchSpace
 from nasflow.tracking import Tracker, git_commit
 from nasflow.training import InMemoryData, InMemoryDataModule, fit
 
 log = logging.getLogger("nasflow.retrain")
 
 
+def retrain_space(cfg: DictConfig) -> SearchSpace:
+    """The search space with ``retrain.search_space`` applied: the retrained network's.
+
+    A cell space's architecture is the cell, so the same architecture builds a network
+    stacked larger (more cells, more channels) than the one the search trained.
+    """
+    changes = cfg.retrain.get("search_space") or {}
+    unknown = sorted(set(changes) - set(cfg.search_space) - {"_target_"})
+    if unknown:
+        settings = ", ".join(k for k in cfg.search_space if k != "_target_")
+        raise NasflowError(
+            f"retrain.search_space.{unknown[0]} is not a setting of the search space "
+            f"(settings: {settings})"
+        )
+    return instantiate(OmegaConf.merge(cfg.search_space, changes))
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Retrain the search's best architecture; write the checkpoint to ``paths.retrain``."""
-    space = instantiate(cfg.search_space)
+    space = retrain_space(cfg)
     arch, record = read_architecture(
         Path(cfg.paths.search) / "best_architecture.json", space, produced_by="search"
     )
@@ -40,6 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "retrain": OmegaConf.to_container(cfg.retrain, resolve=True),
         "estimator": OmegaConf.to_container(cfg.estimator, resolve=True),
         "arch": arch.to_json(),
+        "search_space": OmegaConf.to_container(cfg.search_space, resolve=True),
         "seed": cfg.seed,
     }
     log.info("retraining %s for %d epochs", arch.describe(), cfg.retrain.epochs)
@@ -81,7 +101,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         write_json(out / "metrics.json", metrics)
         write_json(
             out / "model.json",
-            {**record, "retrain_run_id": run_id, "epochs": cfg.retrain.epochs},
+            {
+                **record,
+                "retrain_run_id": run_id,
+                "epochs": cfg.retrain.epochs,
+                # How to build the network again (evaluate does): the space it was built in.
+                "search_space": OmegaConf.to_container(
+                    OmegaConf.merge(cfg.search_space, cfg.retrain.get("search_space") or {}),
+                    resolve=True,
+                ),
+            },
         )
     log.info("train acc %.4f after %d epochs (%.1fs)", final["train_acc"], len(history), seconds)
     return metrics

@@ -52,7 +52,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     with tracker.run(f"search-{strategy.name}-{space.name}", tags, config) as run_id:
-        history = run_search(strategy, estimator, executor, cfg.seed, tracker.log_candidate)
+        history = run_search(
+            strategy,
+            estimator,
+            executor,
+            cfg.seed,
+            lambda candidate: tracker.log_candidate(candidate, space.graphs(candidate.arch)),
+        )
         ok = [c for c in history if c.evaluation.score is not None]
         if not ok:
             raise NasflowError(

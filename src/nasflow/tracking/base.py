@@ -7,7 +7,7 @@ Stages talk only to this interface, so they never import mlflow.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from nasflow.loop import Candidate
+    from nasflow.search_spaces.base import Graph
 
 
 class Tracker:
@@ -27,8 +28,8 @@ class Tracker:
         """Open a run for a stage; yields its id (None when nothing is tracked)."""
         yield None
 
-    def log_candidate(self, candidate: Candidate) -> None:
-        """Record an evaluated candidate under the open search run."""
+    def log_candidate(self, candidate: Candidate, graphs: Sequence[Graph] = ()) -> None:
+        """Record an evaluated candidate under the open search run, with its diagram."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Record metrics on the open run."""

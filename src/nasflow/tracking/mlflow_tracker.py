@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from nasflow.loop import Candidate
+    from nasflow.search_spaces.base import Graph
 
 # MLflow caps a parameter value at 6,000 characters and a batch at 100 parameters.
 _MAX_PARAM = 6000
@@ -73,7 +74,7 @@ class MlflowTracker(Tracker):
             self.client.set_terminated(self.run_id, status)
             self.run_id = None
 
-    def log_candidate(self, candidate: Candidate) -> None:
+    def log_candidate(self, candidate: Candidate, graphs: Sequence[Graph] = ()) -> None:
         assert self.run_id is not None, "log_candidate needs an open search run"
         evaluation, arch = candidate.evaluation, candidate.arch
         step, now = candidate.iteration, get_current_time_millis()
@@ -110,6 +111,10 @@ class MlflowTracker(Tracker):
         self.client.log_text(
             child, json.dumps(arch.to_json(), indent=2, sort_keys=True), "architecture.json"
         )
+        if graphs:
+            from nasflow import diagram  # matplotlib loads only when there is a diagram
+
+            self.client.log_text(child, diagram.render(graphs).decode(), "diagram.svg")
         self.client.set_terminated(child, "FINISHED" if evaluation.status == "ok" else "FAILED")
 
         parent = {"best_score": candidate.best_score, "elapsed_seconds": candidate.elapsed}
