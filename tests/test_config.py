@@ -9,6 +9,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from nasflow.data import DataSource
+from nasflow.errors import NasflowError
 from nasflow.params import compose_params
 from nasflow.search_spaces import SearchSpace
 from nasflow.search_strategies import SearchStrategy
@@ -79,3 +80,28 @@ def test_hydra_plugin_registers_schemas_in_a_fresh_process(tmp_path: Path) -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "nasflow.search_strategies.GridSearch"
+
+
+@pytest.mark.parametrize("space", ["chain", "nb201", "darts", "nasnet"])
+def test_every_search_space_option_builds(space: str) -> None:
+    cfg = compose_config([f"search_space={space}"])
+    built = instantiate(cfg.search_space)
+    assert isinstance(built, SearchSpace) and built.name == space
+
+
+def test_retrain_can_stack_a_cell_larger() -> None:
+    from nasflow.stages.retrain import retrain_space
+
+    cfg = compose_config(
+        [
+            "search_space=darts",
+            "+retrain.search_space.channels=36",
+            "+retrain.search_space.layers=20",
+        ]
+    )
+    space = retrain_space(cfg)
+    assert (space.channels, space.layers) == (36, 20)
+    assert instantiate(cfg.search_space).channels == 16, "the search's own space is unchanged"
+    bad = compose_config(["search_space=darts", "+retrain.search_space.chanels=36"])
+    with pytest.raises(NasflowError, match="chanels.*channels"):
+        retrain_space(bad)

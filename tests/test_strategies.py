@@ -9,8 +9,9 @@ from nasflow.errors import NasflowError
 from nasflow.estimators import Estimator, Evaluation
 from nasflow.executors import LocalExecutor
 from nasflow.loop import candidate_seed, run_search
-from nasflow.search_spaces import Architecture, ChainSpace
+from nasflow.search_spaces import Architecture, ChainSpace, NB201Space, SearchSpace
 from nasflow.search_strategies import GridSearch, RandomSearch
+from nasflow.tabular.nb201 import load_table
 
 SPACE = ChainSpace(min_layers=2, max_layers=3, kernel_sizes=[3])  # 216 architectures
 
@@ -64,6 +65,24 @@ def test_grid_search_enumerates_every_architecture_once_in_order() -> None:
     assert len(archs) == len({a.id for a in archs}) == 216
     assert archs == list(SPACE.enumerate())
     assert strategy.ask() is None
+
+
+def test_grid_search_over_nb201_asks_every_cell_once() -> None:
+    strategy = GridSearch(NB201Space(), budget=15_625)
+    archs = ask_all(strategy, 16_000)
+    assert len({a.id for a in archs}) == len(archs) == 15_625
+    table = load_table().columns["arch"].tolist()
+    assert sorted(a.describe() for a in archs) == sorted(table)
+
+
+@pytest.mark.parametrize("name", sorted(SearchSpace.registry))
+def test_random_search_works_in_every_space(name: str) -> None:
+    space = SearchSpace.registry[name].tiny()
+    strategy = RandomSearch(space, budget=10, seed=0)
+    archs = ask_all(strategy, 10)
+    assert len({a.id for a in archs}) == 10
+    for arch in archs:
+        space.validate(arch)
 
 
 def test_grid_search_resumes_at_its_position() -> None:

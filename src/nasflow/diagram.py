@@ -9,6 +9,7 @@ alternately above and below, the op name written on each edge.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,8 +61,10 @@ def save(graphs: Sequence[Graph], path: str | Path) -> Path:
 
 
 def _width(graph: Graph) -> float:
-    longest = max((len(node) for node in graph.nodes), default=1)
-    return max(6.0, len(graph.nodes) * (0.5 + 0.09 * longest))
+    """Inches: room between neighbouring nodes for the longest node or edge label."""
+    labels = [*graph.nodes, *(label for _, _, label in graph.edges)]
+    longest = max((len(label) for label in labels), default=1)
+    return max(6.0, len(graph.nodes) * (0.45 + 0.085 * longest))
 
 
 def _draw(ax: Axes, graph: Graph) -> None:
@@ -112,11 +115,15 @@ def _draw(ax: Axes, graph: Graph) -> None:
         )
         if label:
             # matplotlib's arc3 puts the control point at rad * (dy, -dx) from the chord's
-            # middle; the curve passes half-way to it.
-            dx, dy = end[0] - start[0], end[1] - start[1]
-            mid_x = (start[0] + end[0]) / 2 + rad * dy / 2
-            mid_y = (start[1] + end[1]) / 2 - rad * dx / 2
+            # middle, in display units; the curve passes half-way to it.
+            (x0, y0), (x1, y1) = ax.transData.transform([start, end])
+            dx, dy = x1 - x0, y1 - y0
+            display = ((x0 + x1) / 2 + rad * dy / 2, (y0 + y1) / 2 - rad * dx / 2)
+            mid_x, mid_y = to_data.transform(display)
             white = {"boxstyle": "square,pad=0.1", "facecolor": "white", "lw": 0}
             ax.text(mid_x, mid_y, label, ha="center", va="center", fontsize=7, zorder=2, bbox=white)
-    for k, note in enumerate(graph.notes):
-        ax.text(-0.5, -1.25 + 0.18 * k, note, fontsize=7, color="#666666", va="bottom")
+    # About 7 characters of 7-point text per inch.
+    columns = int(ax.get_position().width * ax.figure.get_figwidth() * 14)
+    notes = [line for note in graph.notes for line in textwrap.wrap(note, columns)]
+    for k, line in enumerate(reversed(notes)):
+        ax.text(-0.5, -1.25 + 0.18 * k, line, fontsize=7, color="#666666", va="bottom")
