@@ -61,7 +61,6 @@ import io
 import json
 import math
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -79,6 +78,7 @@ import torchmetrics
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from report import machine_info, write_report
 from torch import nn
 
 from nasflow.config import register_configs
@@ -344,23 +344,6 @@ def profile(setup: Setup, top: int) -> dict[str, str]:
     return reports
 
 
-def machine_info() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch": torch.__version__,
-        "pytorch_lightning": pl.__version__,
-        "torchmetrics": torchmetrics.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "cuda_available": torch.cuda.is_available(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     wall = [r["wall_s"] for r in runs]
     cpu = [r["cpu_s"] for r in runs]
@@ -530,13 +513,14 @@ def main(argv: list[str] | None = None) -> int:
         "machine_busy": busy,
         "final_metrics": finals,
         "val_acc_runs": {n: [r["final"]["val_acc"] for r in rs] for n, rs in runs.items()},
-        "machine": machine_info(),
+        "machine": machine_info(
+            pytorch_lightning=pl.__version__,
+            torchmetrics=torchmetrics.__version__,
+            torch_interop_threads=torch.get_num_interop_threads(),
+        ),
         "profiles": profiles,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output}")
+    write_report(report, args.output)
     return 0
 
 

@@ -39,16 +39,14 @@ How to run (from the repository root)
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from report import machine_info, write_report
 
 from nasflow.errors import NasflowError
 from nasflow.search_spaces.nb201 import NB201Space, edge_op
@@ -120,18 +118,6 @@ def init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def machine_info() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch": torch.__version__,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="processes (1: no pool)")
@@ -196,10 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": "meta",
         "machine": machine_info(),
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output}")
+    write_report(report, args.output)
     return 0
 
 
