@@ -9,6 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from nasflow.measure import count_params
+from nasflow.search_spaces import NB201Space
 from nasflow.stages import evaluate, retrain, search
 
 pytestmark = pytest.mark.slow
@@ -70,6 +72,7 @@ def test_mlflow_holds_the_search_its_candidates_and_the_linked_runs(
     for child in children:
         artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
         assert "architecture.json" in artifacts
+        assert "diagram.svg" in artifacts
         assert child.data.params["arch.id"] == child.data.tags["nasflow.arch_id"]
         assert {"score", "params", "flops", "train_seconds", "val_acc", "train_loss"} <= set(
             child.data.metrics
@@ -89,3 +92,35 @@ def test_mlflow_holds_the_search_its_candidates_and_the_linked_runs(
     assert "test_acc" in evaluate_run.data.metrics
     models = client.search_logged_models([experiment.experiment_id])
     assert any(m.source_run_id == retrain_run.info.run_id for m in models)
+
+
+def test_a_cell_found_small_is_retrained_and_evaluated_stacked_larger(
+    tiny_cfg: DictConfig,
+) -> None:
+    from tests.conftest import compose_config
+
+    cfg = compose_config(
+        [
+            "search_space=nb201",
+            "search_space.channels=4",
+            "search_space.cells_per_stage=1",
+            "+retrain.search_space.cells_per_stage=2",
+            "strategy.budget=2",
+            "estimator.epochs=1",
+            "retrain.epochs=1",
+            "tracking=none",
+            *[f"paths.{key}={path}" for key, path in tiny_cfg.paths.items()],
+        ]
+    )
+    search.run(cfg)
+    retrained = retrain.run(cfg)
+    model = json.loads((Path(cfg.paths.retrain) / "model.json").read_text())
+    assert model["space"] == "nb201"
+    assert model["search_space"]["cells_per_stage"] == 2 and model["search_space"]["channels"] == 4
+    # Evaluate builds the network retrain trained (twice the cells), or its weights would
+    # not load.
+    assert evaluate.run(cfg)["test_acc"] >= 0.0
+    best = json.loads((Path(cfg.paths.search) / "best_architecture.json").read_text())
+    searched = NB201Space(channels=4, cells_per_stage=1).from_json(best["architecture"])
+    small = count_params(NB201Space(channels=4, cells_per_stage=1).build(searched, (1, 8, 8), 10))
+    assert retrained["params"] > small
