@@ -44,8 +44,19 @@ class SearchStrategy(ABC):
     def tell(self, arch: Architecture, evaluation: Evaluation) -> None:  # noqa: B027
         """Learn from an evaluation. Strategies that do not learn need not override this."""
 
+    def metrics(self) -> dict[str, float]:
+        """What the strategy itself learnt by its latest `tell`, e.g. a controller's reward,
+        baseline, entropy and loss; logged with each iteration. Empty for most strategies."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue this strategy exactly where it stands."""
+        """Everything needed to continue this strategy exactly where it stands.
+
+        Saved after every evaluation (with ``torch.save``, so tensors and picklable objects
+        are fine) and handed back to `load_state_dict` of a freshly built strategy with the
+        same settings when an interrupted search resumes: the resumed strategy must then
+        propose exactly what the uninterrupted one would have.
+        """
         return {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
