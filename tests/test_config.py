@@ -103,5 +103,5 @@ def test_retrain_can_stack_a_cell_larger() -> None:
     assert (space.channels, space.layers) == (36, 20)
     assert instantiate(cfg.search_space).channels == 16, "the search's own space is unchanged"
     bad = compose_config(["search_space=darts", "+retrain.search_space.chanels=36"])
-    with pytest.raises(NasflowError, match="chanels.*channels"):
+    with pytest.raises(NasflowError, match=r"chanels.*channels"):
         retrain_space(bad)

@@ -49,6 +49,10 @@ def stage(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
             _fail(str(cause) if isinstance(cause, NasflowError) else _first_line(error))
         except OmegaConfBaseException as error:  # e.g. a required value left unset
             _fail(_first_line(error))
+        except KeyboardInterrupt:
+            # Ctrl-C: what finished is saved (a search keeps a checkpoint); say how to go on.
+            print("interrupted; run the stage again to continue", file=sys.stderr)
+            sys.exit(130)
 
     return run
 

@@ -181,6 +181,18 @@ class PathsConfig:
     search: str = "results/search"
     retrain: str = "results/retrain"
     evaluate: str = "results/evaluate"
+    # In-progress searches, to resume after an interruption; not a DVC output, because DVC
+    # deletes a stage's outputs before running it again.
+    checkpoints: str = "checkpoints"
+
+
+@dataclass
+class SearchConfig:
+    """When the search loop stops besides `strategy.budget`, and whether it resumes."""
+
+    max_seconds: float | None = None  # wall-clock limit for the whole search; None: none
+    patience: int | None = None  # stop after this many evaluations without a better one
+    resume: bool = True  # continue an interrupted search of the same configuration
 
 
 @dataclass
@@ -206,6 +218,7 @@ class InspectConfig:
 class NasflowConfig:
     seed: int = 0  # seeds the strategy and the candidates' training
     paths: PathsConfig = field(default_factory=PathsConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     inspect: InspectConfig = field(default_factory=InspectConfig)
     data: Any = MISSING

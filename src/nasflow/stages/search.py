@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nasflow.artifacts import architecture_record, write_csv, write_json, write_text_atomic
 from nasflow.errors import NasflowError
-from nasflow.loop import Candidate, run_search
+from nasflow.loop import Candidate, Checkpoint, Stopping, run_search
 from nasflow.tracking import Tracker, git_commit
 from nasflow.training import InMemoryData
 
@@ -51,13 +52,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         data.info.name,
     )
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-    with tracker.run(f"search-{strategy.name}-{space.name}", tags, config) as run_id:
+    checkpoint = Checkpoint(cfg.paths.checkpoints, _fingerprint(config, data.info.content_hash))
+    resumed = checkpoint.load() if cfg.search.resume else None
+    run_id = resumed["meta"].get("run_id") if resumed else None
+    name = f"search-{strategy.name}-{space.name}"
+    with tracker.run(name, tags, config, resume_run_id=run_id) as run_id:
+        checkpoint.meta["run_id"] = run_id
         history = run_search(
             strategy,
             estimator,
             executor,
             cfg.seed,
             lambda candidate: tracker.log_candidate(candidate, space.graphs(candidate.arch)),
+            Stopping(cfg.search.max_seconds, cfg.search.patience),
+            checkpoint,
+            resumed,
         )
         ok = [c for c in history if c.evaluation.score is not None]
         if not ok:
@@ -80,8 +89,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         tracker.log_dict(record, "best_architecture.json")
         _write_outputs(Path(cfg.paths.search), record, history, summary)
+    checkpoint.remove()  # the search is complete: a rerun starts afresh
     log.info("best %.4f: %s", best.evaluation.score, best.arch.describe())
     return summary
+
+
+def _fingerprint(config: dict[str, Any], data_hash: str) -> str:
+    """What identifies a search for resuming: everything that changes what it proposes or
+    how candidates score, but not the stopping rules or where results go."""
+    keys = ("seed", "search_space", "strategy", "estimator", "trainer", "executor")
+    identity = {key: config[key] for key in keys} | {"data": data_hash}
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _write_outputs(

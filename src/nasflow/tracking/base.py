@@ -23,9 +23,14 @@ class Tracker:
 
     @contextmanager
     def run(
-        self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]
+        self,
+        name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        resume_run_id: str | None = None,
     ) -> Iterator[str | None]:
-        """Open a run for a stage; yields its id (None when nothing is tracked)."""
+        """Open a run for a stage, or reopen `resume_run_id` (a resumed search) where it
+        still exists; yields the run's id (None when nothing is tracked)."""
         yield None
 
     def log_candidate(self, candidate: Candidate, graphs: Sequence[Graph] = ()) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
@@ -58,11 +59,20 @@ class MlflowTracker(Tracker):
 
     @contextmanager
     def run(
-        self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]
+        self,
+        name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        resume_run_id: str | None = None,
     ) -> Iterator[str | None]:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
-        self.run_id = run.info.run_id
-        self._log_params(self.run_id, flatten(dict(params)))
+        if resume_run_id is not None and self._exists(resume_run_id):
+            # A resumed search continues its run: candidates and steps carry on.
+            self.run_id = resume_run_id
+            self.client.update_run(resume_run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+            self.run_id = run.info.run_id
+            self._log_params(self.run_id, flatten(dict(params)))
         status = "FAILED"
         try:
             yield self.run_id
@@ -120,7 +130,15 @@ class MlflowTracker(Tracker):
         parent = {"best_score": candidate.best_score, "elapsed_seconds": candidate.elapsed}
         if evaluation.score is not None:
             parent["candidate_score"] = evaluation.score
+        # What the strategy learnt from this candidate, e.g. a controller's reward and loss.
+        parent |= {f"strategy_{k}": v for k, v in candidate.strategy_metrics.items()}
         self.log_metrics({k: v for k, v in parent.items() if v is not None}, step=step)
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            return self.client.get_run(run_id).info.experiment_id == self.experiment_id
+        except MlflowException:
+            return False
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         assert self.run_id is not None
