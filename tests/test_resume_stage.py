@@ -1,0 +1,78 @@
+"""Kill the search stage mid-way, run it again: it resumes and ends as if never killed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, TINY
+
+pytestmark = pytest.mark.slow
+
+
+def search_command(tmp_path: Path, prepared: Path, name: str, strategy: str) -> list[str]:
+    return [
+        sys.executable,
+        str(ROOT / "pipelines" / "search.py"),
+        *[o for o in TINY if not o.startswith("strategy.")],
+        f"strategy={strategy}",
+        "strategy.budget=8",
+        "tracking=none",
+        f"paths.prepared={prepared}",
+        f"paths.search={tmp_path / name}",
+        f"paths.checkpoints={tmp_path / 'checkpoints'}",
+    ]
+
+
+def finished(history_file: Path) -> list[dict]:
+    """The history without what timing changes from run to run."""
+    rows = [json.loads(line) for line in history_file.read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in ("elapsed", "seconds")} for row in rows]
+
+
+@pytest.mark.parametrize("strategy", ["random"])
+def test_a_killed_search_resumes_and_ends_like_an_uninterrupted_one(
+    strategy: str, tmp_path: Path, prepared_digits: Path
+) -> None:
+    whole = subprocess.run(
+        search_command(tmp_path, prepared_digits, "whole", strategy),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert whole.returncode == 0, whole.stderr
+
+    command = search_command(tmp_path, prepared_digits, "killed", strategy)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "checkpoints"
+    deadline = time.monotonic() + 300
+    done = 0
+    while done < 3 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        for path in checkpoints.glob("search-*.pt"):
+            with contextlib.suppress(Exception):  # being replaced at this very moment
+                done = len(torch.load(path, weights_only=False)["history"])
+    assert process.poll() is None, "the search finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    (checkpoint,) = checkpoints.glob("search-*.pt")
+    killed_after = len(torch.load(checkpoint, weights_only=False)["history"])
+    assert 3 <= killed_after < 8
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming after {killed_after} finished candidates" in again.stdout
+    assert again.stdout.count("] candidate ") == 8 - killed_after, "nothing is evaluated twice"
+    assert finished(tmp_path / "killed" / "history.jsonl") == finished(
+        tmp_path / "whole" / "history.jsonl"
+    )
+    assert not list(checkpoints.glob("search-*.pt")), "a completed search leaves no checkpoint"
