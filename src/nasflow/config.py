@@ -125,6 +125,45 @@ class GridSearchConfig:
     seed: int = SI("${seed}")
 
 
+@dataclass
+class EvolutionConfig:
+    _target_: str = "nasflow.search_strategies.RegularizedEvolution"
+    budget: int = 20
+    seed: int = SI("${seed}")
+    population_size: int = 20  # the first this many are random; then the oldest leaves
+    sample_size: int = 5  # the tournament: the best of this many members is mutated
+    max_tries: int = 100  # mutations drawn per ask to find an unseen architecture
+
+
+@dataclass
+class LocalSearchConfig:
+    _target_: str = "nasflow.search_strategies.LocalSearch"
+    budget: int = 20
+    seed: int = SI("${seed}")
+    n_initial: int = 10  # climb from the best of this many random architectures
+    first_improvement: bool = True  # move to the first better neighbour (else the best)
+    max_tries: int = 100
+
+
+@dataclass
+class TPEConfig:
+    _target_: str = "nasflow.search_strategies.TPESearch"
+    budget: int = 20
+    seed: int = SI("${seed}")
+    n_startup_trials: int = 10  # random trials before the model proposes
+    multivariate: bool = True
+    n_ei_candidates: int = 24
+    constant_liar: bool = True  # for proposals asked before earlier ones are told
+    max_tries: int = 20
+
+
+@dataclass
+class ReinforceConfig:
+    _target_: str = "nasflow.search_strategies.Reinforce"
+    budget: int = 20
+    seed: int = SI("${seed}")
+
+
 # -- estimation and training ---------------------------------------------------------------
 
 
@@ -135,6 +174,14 @@ class TrainingEstimatorConfig:
     batch_size: int = 64
     optimizer: Any = MISSING  # a `_partial_` optimizer; the module supplies the parameters
     scheduler: Any = None  # a `_partial_` schedule called with (optimizer, total_steps)
+
+
+@dataclass
+class NB201TableEstimatorConfig:
+    _target_: str = "nasflow.estimators.tabular.NB201TableEstimator"
+    dataset: str = "cifar10"  # cifar10, cifar100 or imagenet16
+    signal: str = "valid"  # the table's validation accuracy is the search signal
+    epochs: int = 200  # 200 (cifar10) or 12: which training length's accuracy is the signal
 
 
 @dataclass
@@ -205,6 +252,19 @@ class RetrainConfig:
 
 
 @dataclass
+class BenchmarkConfig:
+    """`pipelines/benchmark.py`: a strategy on the NAS-Bench-201 table, over many seeds."""
+
+    seeds: int = 100  # searches per strategy: seeds 0..seeds-1
+    queries: int = 150  # evaluations per search (the strategy's budget)
+    signal_epochs: int = 200  # the search signal's training length: 200 (cifar10 only) or 12
+    dataset: str = "cifar10"  # cifar10, cifar100 or imagenet16
+    output: str = "results/benchmark"  # <output>/<name>.json and comparison.png
+    tracking: bool = False  # one MLflow parent run per strategy, through `tracking`
+    name: str | None = None  # file and legend name; None: the strategy's name
+
+
+@dataclass
 class InspectConfig:
     """`pipelines/inspect_arch.py`: one architecture's parameters, FLOPs and diagram."""
 
@@ -221,6 +281,7 @@ class NasflowConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     inspect: InspectConfig = field(default_factory=InspectConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     data: Any = MISSING
     search_space: Any = MISSING
     strategy: Any = MISSING
@@ -242,8 +303,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "darts": DartsSpaceConfig,
         "nasnet": NASNetSpaceConfig,
     },
-    "strategy": {"random": RandomSearchConfig, "grid": GridSearchConfig},
-    "estimator": {"training": TrainingEstimatorConfig},
+    "strategy": {
+        "random": RandomSearchConfig,
+        "grid": GridSearchConfig,
+        "evolution": EvolutionConfig,
+        "local_search": LocalSearchConfig,
+        "tpe": TPEConfig,
+        "reinforce": ReinforceConfig,
+    },
+    "estimator": {"training": TrainingEstimatorConfig, "nb201_table": NB201TableEstimatorConfig},
     "trainer": {"lightning": TrainerConfig},
     "executor": {"local": LocalExecutorConfig},
     "tracking": {"mlflow": MlflowTrackingConfig, "none": NoTrackingConfig},

@@ -21,6 +21,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -49,9 +50,14 @@ class Architecture(ABC):
         """JSON with sorted keys and no whitespace: equal architectures give equal strings."""
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
 
-    @property
+    @cached_property
     def id(self) -> str:
-        """A stable 16-hex-digit hash of the canonical JSON (same in every process and run)."""
+        """A stable 16-hex-digit hash of the canonical JSON (same in every process and run).
+
+        Computed once per value (strategies ask for it on every query): `cached_property`
+        stores it in the instance's __dict__, outside the dataclass fields, so equality and
+        hashing are untouched.
+        """
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
 

@@ -1,7 +1,17 @@
 """Search strategies: how the next architecture to evaluate is chosen."""
 
 from nasflow.search_strategies.base import SearchStrategy
+from nasflow.search_strategies.evolution import RegularizedEvolution
 from nasflow.search_strategies.grid import GridSearch
+from nasflow.search_strategies.local_search import LocalSearch
 from nasflow.search_strategies.random import RandomSearch
+from nasflow.search_strategies.tpe import TPESearch
 
-__all__ = ["GridSearch", "RandomSearch", "SearchStrategy"]
+__all__ = [
+    "GridSearch",
+    "LocalSearch",
+    "RandomSearch",
+    "RegularizedEvolution",
+    "SearchStrategy",
+    "TPESearch",
+]

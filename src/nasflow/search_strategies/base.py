@@ -8,6 +8,7 @@ never trains anything itself and owns all of its randomness through one seeded
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -61,3 +62,14 @@ class SearchStrategy(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+
+def score_or_worst(evaluation: Evaluation) -> float:
+    """The evaluation's score, the worst possible one if it failed."""
+    return -math.inf if evaluation.score is None else float(evaluation.score)
+
+
+def check_positive(key: str, value: object) -> None:
+    """NasflowError unless `value`, the setting ``strategy.<key>``, is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise NasflowError(f"strategy.{key} must be a positive integer, got {value!r}")
