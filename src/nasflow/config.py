@@ -162,6 +162,13 @@ class ReinforceConfig:
     _target_: str = "nasflow.search_strategies.Reinforce"
     budget: int = 20
     seed: int = SI("${seed}")
+    batch_size: int = 10  # children per policy update
+    learning_rate: float = 0.05  # Adam
+    entropy_weight: float = 0.1  # bonus that keeps the controller exploring
+    baseline_decay: float = 0.5  # of the moving-average baseline
+    hidden_size: int = 32  # LSTM width
+    init_range: float = 0.1  # controller weights start uniform in +-init_range
+    max_tries: int = 1000  # draws per ask to find an unseen architecture
 
 
 # -- estimation and training ---------------------------------------------------------------

@@ -5,6 +5,7 @@ from nasflow.search_strategies.evolution import RegularizedEvolution
 from nasflow.search_strategies.grid import GridSearch
 from nasflow.search_strategies.local_search import LocalSearch
 from nasflow.search_strategies.random import RandomSearch
+from nasflow.search_strategies.reinforce import Reinforce
 from nasflow.search_strategies.tpe import TPESearch
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "LocalSearch",
     "RandomSearch",
     "RegularizedEvolution",
+    "Reinforce",
     "SearchStrategy",
     "TPESearch",
 ]
