@@ -122,8 +122,8 @@ def _draw(ax: Axes, graph: Graph) -> None:
             mid_x, mid_y = to_data.transform(display)
             white = {"boxstyle": "square,pad=0.1", "facecolor": "white", "lw": 0}
             ax.text(mid_x, mid_y, label, ha="center", va="center", fontsize=7, zorder=2, bbox=white)
-    # About 7 characters of 7-point text per inch.
-    columns = int(ax.get_position().width * ax.figure.get_figwidth() * 14)
+    # 7-point text fits about 14 characters per inch of the axes' width.
+    columns = int(ax.get_window_extent().width / ax.figure.dpi * 14)
     notes = [line for note in graph.notes for line in textwrap.wrap(note, columns)]
     for k, line in enumerate(reversed(notes)):
         ax.text(-0.5, -1.25 + 0.18 * k, line, fontsize=7, color="#666666", va="bottom")
