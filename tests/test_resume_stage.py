@@ -19,12 +19,19 @@ from tests.conftest import ROOT, TINY
 pytestmark = pytest.mark.slow
 
 
+# A controller whose policy is updated (and its optimizer stepped) before the kill.
+STRATEGIES = {
+    "random": ["strategy=random"],
+    "reinforce": ["strategy=reinforce", "strategy.batch_size=2"],
+}
+
+
 def search_command(tmp_path: Path, prepared: Path, name: str, strategy: str) -> list[str]:
     return [
         sys.executable,
         str(ROOT / "pipelines" / "search.py"),
         *[o for o in TINY if not o.startswith("strategy.")],
-        f"strategy={strategy}",
+        *STRATEGIES[strategy],
         "strategy.budget=8",
         "tracking=none",
         f"paths.prepared={prepared}",
@@ -39,7 +46,7 @@ def finished(history_file: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in ("elapsed", "seconds")} for row in rows]
 
 
-@pytest.mark.parametrize("strategy", ["random"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_killed_search_resumes_and_ends_like_an_uninterrupted_one(
     strategy: str, tmp_path: Path, prepared_digits: Path
 ) -> None:
