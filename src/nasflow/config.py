@@ -272,6 +272,19 @@ class BenchmarkConfig:
 
 
 @dataclass
+class ProxyBenchmarkConfig:
+    """`pipelines/proxy_benchmark.py`: zero-cost proxies against the NAS-Bench-201 table."""
+
+    samples: int = 1000  # distinct NB201 cells, drawn with `seed`
+    batch_size: int = 64  # images in the one minibatch every proxy sees
+    proxies: list[str] = field(default_factory=list)  # empty: every proxy
+    vote: list[str] = field(default_factory=lambda: ["synflow", "naswot", "jacob_cov"])
+    data_root: str = "../shared/datasets/cifar10-jpeg"  # else the prepared data
+    seed: int = 0
+    output: str = "results/proxy_benchmark"
+
+
+@dataclass
 class InspectConfig:
     """`pipelines/inspect_arch.py`: one architecture's parameters, FLOPs and diagram."""
 
@@ -289,6 +302,7 @@ class NasflowConfig:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     inspect: InspectConfig = field(default_factory=InspectConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    proxy_benchmark: ProxyBenchmarkConfig = field(default_factory=ProxyBenchmarkConfig)
     data: Any = MISSING
     search_space: Any = MISSING
     strategy: Any = MISSING
