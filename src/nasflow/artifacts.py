@@ -15,20 +15,26 @@ from nasflow.errors import NasflowError
 from nasflow.search_spaces.base import Architecture, SearchSpace
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, then rename."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, then rename:
+    a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         # mkstemp makes the file private (0600); results are for everyone who reads the repo.
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """`write_bytes_atomic` for text (UTF-8)."""
+    write_bytes_atomic(path, text.encode())
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -77,13 +83,20 @@ def read_architecture(
     record = read_json(path, produced_by)
     if not isinstance(record, dict) or "architecture" not in record:
         raise NasflowError(f'{path}: expected {{"space": ..., "architecture": ...}}')
+    return architecture_from_record(record, space, path), record
+
+
+def architecture_from_record(
+    record: dict[str, Any], space: SearchSpace, source: Any
+) -> Architecture:
+    """The architecture of a record (see `architecture_record`), validated against `space`;
+    errors name `source`, where the record came from."""
     if record.get("space", space.name) != space.name:
         raise NasflowError(
-            f"{path} holds a '{record['space']}' architecture but search_space is "
+            f"{source} holds a '{record['space']}' architecture but search_space is "
             f"'{space.name}'; set search_space={record['space']}"
         )
     try:
-        arch = space.from_json(record["architecture"])
+        return space.from_json(record["architecture"])
     except NasflowError as error:
-        raise NasflowError(f"{path}: {error}") from None
-    return arch, record
+        raise NasflowError(f"{source}: {error}") from None

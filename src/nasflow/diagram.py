@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # files only: never open a window, work without a display
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
+from nasflow.artifacts import write_bytes_atomic
 from nasflow.errors import NasflowError
 from nasflow.search_spaces.base import Graph
 
@@ -54,9 +55,7 @@ def save(graphs: Sequence[Graph], path: str | Path) -> Path:
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise NasflowError(f"diagram path {path}: the suffix must be .svg or .png")
-    data = render(graphs, fmt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    write_bytes_atomic(path, render(graphs, fmt))
     return path
 
 

@@ -244,7 +244,7 @@ def fisher(
     ]
     try:
         loss = loss_fn(clone(images), labels)
-        inputs = [p for p in clone.parameters()]
+        inputs = list(clone.parameters())
         torch.autograd.grad(loss, inputs, allow_unused=True)
     finally:
         for handle in handles:

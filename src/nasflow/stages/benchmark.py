@@ -14,12 +14,12 @@ from the table's order statistics, for every K up to ``benchmark.queries``.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +30,7 @@ import numpy as np
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nasflow.artifacts import write_text_atomic
+from nasflow.artifacts import write_bytes_atomic, write_text_atomic
 from nasflow.errors import NasflowError
 from nasflow.estimators.tabular import NB201TableEstimator
 from nasflow.executors import LocalExecutor
@@ -338,14 +338,9 @@ def draw_comparison(folder: str | Path) -> int:
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8, title="final mean ± std (%)", title_fontsize=8)
     figure.tight_layout()
-    fd, partial = tempfile.mkstemp(dir=folder, prefix=f".{PLOT}.", suffix=".png")
-    os.close(fd)
-    try:
-        figure.savefig(partial, format="png")
-        os.replace(partial, folder / PLOT)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    write_bytes_atomic(folder / PLOT, png.getvalue())
     return len(reports)
 
 

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from nasflow import diagram
-from nasflow.artifacts import read_json
+from nasflow.artifacts import architecture_from_record, read_json
 from nasflow.data import load_info
 from nasflow.errors import NasflowError
 from nasflow.measure import count_flops, count_params
@@ -59,12 +59,7 @@ def load_architecture(space: SearchSpace, given: str) -> Architecture:
         data = read_json(path, produced_by="search or by hand")
         # An architecture record (what search writes) wraps the architecture itself.
         if isinstance(data, dict) and "architecture" in data:
-            if data.get("space", space.name) != space.name:
-                raise NasflowError(
-                    f"{given} holds a '{data['space']}' architecture; set "
-                    f"search_space={data['space']}"
-                )
-            data = data["architecture"]
+            return architecture_from_record(data, space, given)
         try:
             return space.from_json(data)
         except NasflowError as error:
