@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from nasflow import cli
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="../conf", config_name="benchmark", version_base="1.3")
 @cli.stage
 def main(cfg: DictConfig) -> object:
     # Imported here so that a bad override is reported before torch and the table load.

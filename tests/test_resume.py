@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,9 @@ class TableLikeEstimator(Estimator):
         self.calls = 0
         self.die_at = die_at
 
-    def evaluate(self, arch: Architecture, seed: int) -> Evaluation:
+    def evaluate(
+        self, arch: Architecture, seed: int, fidelity: float | None = None, stop: Any = None
+    ) -> Evaluation:
         if self.calls == self.die_at:
             raise KeyboardInterrupt  # what Ctrl-C does in the middle of a training
         self.calls += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -23,7 +25,9 @@ class FakeEstimator(Estimator):
         self.fail = fail
         self.calls: list[tuple[str, int]] = []
 
-    def evaluate(self, arch: Architecture, seed: int) -> Evaluation:
+    def evaluate(
+        self, arch: Architecture, seed: int, fidelity: float | None = None, stop: Any = None
+    ) -> Evaluation:
         self.calls.append((arch.id, seed))
         if arch.id in self.fail:
             return Evaluation(status="failed", error="RuntimeError: boom")

@@ -177,6 +177,7 @@ class ReinforceConfig:
 @dataclass
 class TrainingEstimatorConfig:
     _target_: str = "nasflow.estimators.TrainingEstimator"
+    _partial_: bool = False  # true when wrapped: the wrapper supplies space, data, trainer
     epochs: int = 10
     batch_size: int = 64
     optimizer: Any = MISSING  # a `_partial_` optimizer; the module supplies the parameters
@@ -186,9 +187,85 @@ class TrainingEstimatorConfig:
 @dataclass
 class NB201TableEstimatorConfig:
     _target_: str = "nasflow.estimators.tabular.NB201TableEstimator"
+    _partial_: bool = False  # true when wrapped
     dataset: str = "cifar10"  # cifar10, cifar100 or imagenet16
     signal: str = "valid"  # the table's validation accuracy is the search signal
     epochs: int = 200  # 200 (cifar10) or 12: which training length's accuracy is the signal
+
+
+@dataclass
+class ProxyEstimatorConfig:
+    """Zero-cost proxies of the untrained network; the first proxy is the score."""
+
+    _target_: str = "nasflow.estimators.ProxyEstimator"
+    _partial_: bool = False
+    proxies: Any = "synflow"  # a name or a list (see nasflow.proxies.PROXIES)
+    batch_size: int = 64  # the one minibatch, drawn from the train split
+    seed: int = 0  # the minibatch and (with each architecture's id) the initial weights
+    input_shape: list[int] | None = None  # without data only (data-free proxies)
+    num_classes: int | None = None
+
+
+@dataclass
+class SuccessiveHalvingConfig:
+    _target_: str = "nasflow.estimators.SuccessiveHalving"
+    _partial_: bool = False
+    then: Any = MISSING  # the wrapped estimator: its full fidelity is the top rung
+    rungs: list[float] = MISSING  # the lower fidelities (epochs), increasing
+    eta: float = 3.0  # each rung keeps the best ceil(n / eta)
+    candidates: int | None = None  # per bracket; None: eta ** len(rungs)
+
+
+@dataclass
+class HyperbandConfig:
+    _target_: str = "nasflow.estimators.Hyperband"
+    _partial_: bool = False
+    then: Any = MISSING
+    rungs: list[float] = MISSING
+    eta: float = 3.0
+
+
+@dataclass
+class MedianStoppingConfig:
+    _target_: str = "nasflow.estimators.MedianStopping"
+    _partial_: bool = False
+    then: Any = MISSING  # must train epoch by epoch (training)
+    grace: int = 1  # epochs before a candidate may be stopped
+    min_curves: int = 3  # finished curves needed before any is stopped
+
+
+@dataclass
+class PreFilterConfig:
+    _target_: str = "nasflow.estimators.PreFilter"
+    _partial_: bool = False
+    then: Any = MISSING  # evaluates the kept proposals
+    ranker: Any = MISSING  # ranks the proposals (schema/ranker/*)
+    proposals: int = 10  # ranked per round
+    keep: int = 1  # evaluated per round
+
+
+@dataclass
+class ProxyRankerConfig:
+    _target_: str = "nasflow.estimators.ProxyRanker"
+    _partial_: bool = True  # the pre-filter supplies space and data
+    proxies: Any = "synflow"  # a name, or a list for a rank vote
+    batch_size: int = 64
+    seed: int = 0
+    input_shape: list[int] | None = None
+    num_classes: int | None = None
+
+
+@dataclass
+class PredictorRankerConfig:
+    _target_: str = "nasflow.estimators.PredictorRanker"
+    _partial_: bool = True
+    model: str = "random_forest"  # or gradient_boosting (scikit-learn)
+    min_observations: int = 10  # evaluations before the model ranks
+    proxies: list[str] = field(default_factory=list)  # extra features; empty: encoding only
+    seed: int = 0
+    batch_size: int = 64
+    input_shape: list[int] | None = None
+    num_classes: int | None = None
 
 
 @dataclass
@@ -246,6 +323,7 @@ class SearchConfig:
 
     max_seconds: float | None = None  # wall-clock limit for the whole search; None: none
     patience: int | None = None  # stop after this many evaluations without a better one
+    max_cost: float | None = None  # stop once this many training epochs are spent; None: none
     resume: bool = True  # continue an interrupted search of the same configuration
 
 
@@ -263,9 +341,9 @@ class BenchmarkConfig:
     """`pipelines/benchmark.py`: a strategy on the NAS-Bench-201 table, over many seeds."""
 
     seeds: int = 100  # searches per strategy: seeds 0..seeds-1
-    queries: int = 150  # evaluations per search (the strategy's budget)
-    signal_epochs: int = 200  # the search signal's training length: 200 (cifar10 only) or 12
-    dataset: str = "cifar10"  # cifar10, cifar100 or imagenet16
+    # The cost budget of a search, in full-fidelity queries: with estimator=nb201_table the
+    # strategy's budget; composite estimators spend queries x full epochs training epochs.
+    queries: int = 150
     output: str = "results/benchmark"  # <output>/<name>.json and comparison.png
     tracking: bool = False  # one MLflow parent run per strategy, through `tracking`
     name: str | None = None  # file and legend name; None: the strategy's name
@@ -276,7 +354,9 @@ class ProxyBenchmarkConfig:
     """`pipelines/proxy_benchmark.py`: zero-cost proxies against the NAS-Bench-201 table."""
 
     samples: int = 1000  # distinct NB201 cells, drawn with `seed`
-    batch_size: int = 64  # images in the one minibatch every proxy sees
+    batch_size: int = 64  # images in the one minibatch the proxies see
+    # Per-proxy batch sizes: NASWOT's paper reports its CIFAR-10 correlation at 128.
+    batch_sizes: dict[str, int] = field(default_factory=lambda: {"naswot": 128})
     proxies: list[str] = field(default_factory=list)  # empty: every proxy
     vote: list[str] = field(default_factory=lambda: ["synflow", "naswot", "jacob_cov"])
     data_root: str = "../shared/datasets/cifar10-jpeg"  # else the prepared data
@@ -332,7 +412,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "tpe": TPEConfig,
         "reinforce": ReinforceConfig,
     },
-    "estimator": {"training": TrainingEstimatorConfig, "nb201_table": NB201TableEstimatorConfig},
+    "estimator": {
+        "training": TrainingEstimatorConfig,
+        "nb201_table": NB201TableEstimatorConfig,
+        "proxy": ProxyEstimatorConfig,
+        "successive_halving": SuccessiveHalvingConfig,
+        "hyperband": HyperbandConfig,
+        "median_stopping": MedianStoppingConfig,
+        "prefilter": PreFilterConfig,
+    },
+    "ranker": {"proxy": ProxyRankerConfig, "predictor": PredictorRankerConfig},
     "trainer": {"lightning": TrainerConfig},
     "executor": {"local": LocalExecutorConfig},
     "tracking": {"mlflow": MlflowTrackingConfig, "none": NoTrackingConfig},

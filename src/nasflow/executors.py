@@ -13,11 +13,17 @@ from nasflow.search_spaces.base import Architecture
 
 @dataclass(frozen=True)
 class Task:
-    """One candidate to evaluate: its place in the search, its architecture, its seed."""
+    """One evaluation to run: which proposal of the search (its index), the architecture,
+    its seed and the fidelity (training epochs; None: the estimator's full fidelity)."""
 
     iteration: int
     arch: Architecture
     seed: int
+    fidelity: float | None = None
+
+    def at(self, fidelity: float | None) -> Task:
+        """The same candidate at another fidelity (a rung of successive halving)."""
+        return Task(self.iteration, self.arch, self.seed, fidelity)
 
 
 class Executor(ABC):
@@ -36,4 +42,4 @@ class LocalExecutor(Executor):
 
     def run(self, estimator: Estimator, tasks: Sequence[Task]) -> Iterator[tuple[Task, Evaluation]]:
         for task in tasks:
-            yield task, estimator.evaluate(task.arch, task.seed)
+            yield task, estimator.evaluate(task.arch, task.seed, task.fidelity)

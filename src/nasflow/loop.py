@@ -31,13 +31,15 @@ log = logging.getLogger("nasflow.search")
 class Candidate:
     """One evaluated architecture, as the history, the tracker and people see it."""
 
-    iteration: int
+    iteration: int  # its place among the evaluated candidates, from 0
     arch: Architecture
     seed: int
     evaluation: Evaluation
-    best_score: float | None  # the best score of the search so far, this one included
+    best_score: float | None  # the best full-fidelity score of the search so far
     elapsed: float  # seconds since the search started (resumed searches included)
     strategy_metrics: dict[str, float] = field(default_factory=dict)  # after its `tell`
+    cost: float = 0.0  # training epochs the search has spent so far, this one included
+    proposals: int = 0  # architectures the strategy has proposed so far (filtered included)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +52,8 @@ class Candidate:
             "best_score": self.best_score,
             "elapsed": self.elapsed,
             "strategy_metrics": self.strategy_metrics,
+            "total_cost": self.cost,
+            "proposals": self.proposals,
         }
 
     @classmethod
@@ -63,6 +67,8 @@ class Candidate:
             best_score=data["best_score"],
             elapsed=data["elapsed"],
             strategy_metrics=data.get("strategy_metrics", {}),
+            cost=data.get("total_cost", 0.0),
+            proposals=data.get("proposals", data["iteration"] + 1),
         )
 
 
@@ -81,15 +87,20 @@ class Stopping:
             already training finishes). None: no time limit.
         patience: End once this many evaluations in a row have not improved the best score
             (convergence). None: never.
+        max_cost: Issue no new candidate once this many training epochs are spent (each
+            candidate's `Evaluation.cost`, simulated ones for a table). None: no limit.
     """
 
     max_seconds: float | None = None
     patience: int | None = None
+    max_cost: float | None = None
 
     def reason(self, history: list[Candidate], elapsed: float) -> str | None:
         """Why the search should stop now, or None to go on."""
         if self.max_seconds is not None and elapsed >= self.max_seconds:
             return f"the time limit of {self.max_seconds:g}s is reached"
+        if self.max_cost is not None and history and history[-1].cost >= self.max_cost:
+            return f"the cost limit of {self.max_cost:g} training epochs is reached"
         if self.patience is not None and history and history[-1].best_score is not None:
             best = history[-1].best_score
             since = next(
@@ -101,7 +112,8 @@ class Stopping:
 
 
 class Checkpoint:
-    """An in-progress search on disk: the strategy's state and the finished candidates.
+    """An in-progress search on disk: the strategy's and the estimator's state, the count
+    of proposals and the finished candidates.
 
     Saved (atomically: written aside, then renamed) after every evaluation and removed when
     the search completes. `fingerprint` names what the search is (its configuration), so a
@@ -112,9 +124,17 @@ class Checkpoint:
         self.path = Path(folder) / f"search-{fingerprint}.pt"
         self.meta: dict[str, Any] = {}  # saved alongside, e.g. the tracking run to reopen
 
-    def save(self, strategy: SearchStrategy, history: list[Candidate]) -> None:
+    def save(
+        self,
+        strategy: SearchStrategy,
+        history: list[Candidate],
+        estimator: Estimator | None = None,
+        proposals: int | None = None,
+    ) -> None:
         state = {
             "strategy": strategy.state_dict(),
+            "estimator": estimator.state_dict() if estimator is not None else {},
+            "proposals": len(history) if proposals is None else proposals,
             "history": [c.to_json() for c in history],
             "meta": self.meta,
         }
@@ -147,14 +167,21 @@ def run_search(
     """Run the search until the budget is spent, a stopping rule fires or the strategy has
     nothing left to ask.
 
+    The search goes in rounds: the estimator says how many evaluations the next round
+    makes (`Estimator.round_size`) and how many proposals that takes
+    (`Estimator.proposals`); the loop asks the strategy for them and hands them to the
+    estimator's `run`, which evaluates them through the executor. Every proposal comes
+    back: evaluated ones are told to the strategy and become candidates (the budget counts
+    them); filtered ones are discarded (`SearchStrategy.discard`).
+
     Args:
         strategy: Proposes architectures and learns from their evaluations.
         estimator: Scores an architecture.
         executor: Where the estimator runs.
-        seed: The search seed, from which each candidate's training seed is derived.
+        seed: The search seed, from which each proposal's seed is derived.
         on_candidate: Called with every finished candidate (tracking).
-        stopping: Time limit and convergence rule.
-        checkpoint: Where to save the search after each evaluation; None: nowhere.
+        stopping: Time limit, cost limit and convergence rule.
+        checkpoint: Where to save the search after each round; None: nowhere.
         resumed: A state `checkpoint.load()` returned, to continue from. Its candidates are
             not evaluated again, nor passed to `on_candidate` again.
 
@@ -163,52 +190,61 @@ def run_search(
     """
     history: list[Candidate] = []
     elapsed_before = 0.0
+    proposed = 0
     if resumed is not None:
         strategy.load_state_dict(resumed["strategy"])
+        estimator.load_state_dict(resumed.get("estimator", {}))
         history = [Candidate.from_json(c, strategy.space) for c in resumed["history"]]
+        proposed = resumed.get("proposals", len(history))
         elapsed_before = history[-1].elapsed if history else 0.0
         log.info("resuming after %d finished candidates", len(history))
     # What "candidate i of N" counts to: the budget, or the whole space if that is smaller.
     planned = min(strategy.budget, strategy.space.size())
     best = history[-1].best_score if history else None
+    cost = history[-1].cost if history else 0.0
     start = time.perf_counter() - elapsed_before
-    issued = len(history)
-    while issued < strategy.budget:
+    while len(history) < strategy.budget:
         if reason := stopping.reason(history, time.perf_counter() - start):
             log.info("stopping after %d candidates: %s", len(history), reason)
             break
+        wanted = estimator.round_size(strategy.budget - len(history), executor.slots)
         tasks = []
-        for _ in range(min(executor.slots, strategy.budget - issued)):
+        for _ in range(estimator.proposals(wanted)):
             arch = strategy.ask()
             if arch is None:
                 break
-            tasks.append(Task(issued, arch, candidate_seed(seed, issued)))
-            issued += 1
+            tasks.append(Task(proposed, arch, candidate_seed(seed, proposed)))
+            proposed += 1
         if not tasks:
             log.info("the strategy has no architectures left to propose")
             break
-        in_flight = len(tasks)
-        for task, evaluation in executor.run(estimator, tasks):
-            in_flight -= 1
+        for task, evaluation in estimator.run(tasks, executor):
+            if evaluation.status == "filtered":
+                strategy.discard(task.arch)
+                continue
             strategy.tell(task.arch, evaluation)
-            if evaluation.score is not None and (best is None or evaluation.score > best):
-                best = evaluation.score
+            cost += evaluation.cost
+            # Only full-fidelity scores compete: a stopped candidate's score is partial.
+            if evaluation.status == "ok" and evaluation.score is not None:
+                best = evaluation.score if best is None else max(best, evaluation.score)
             candidate = Candidate(
-                task.iteration,
+                len(history),
                 task.arch,
                 task.seed,
                 evaluation,
                 best,
                 time.perf_counter() - start,
                 strategy.metrics(),
+                cost,
+                proposed,
             )
             history.append(candidate)
             _report(candidate, planned)
             on_candidate(candidate)
-            # Only with nothing in flight is the strategy's state a point to resume from:
-            # a task asked but not told would otherwise be lost.
-            if checkpoint is not None and in_flight == 0:
-                checkpoint.save(strategy, history)
+        # Only between rounds is the state a point to resume from: a proposal asked but
+        # not yet told would otherwise be lost.
+        if checkpoint is not None:
+            checkpoint.save(strategy, history, estimator, proposed)
     return history
 
 
@@ -216,11 +252,15 @@ def _report(candidate: Candidate, planned: int) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     evaluation = candidate.evaluation
-    outcome = (
-        f"val_acc {evaluation.score:.4f}"
-        if evaluation.status == "ok"
-        else f"FAILED ({evaluation.error})"
-    )
+    if evaluation.status == "ok":
+        outcome = f"val_acc {evaluation.score:.4f}"
+    elif evaluation.status == "stopped":
+        outcome = (
+            f"val_acc {evaluation.score:.4f} stopped at {evaluation.fidelity:g} epochs "
+            f"({evaluation.error})"
+        )
+    else:
+        outcome = f"FAILED ({evaluation.error})"
     best = f"{candidate.best_score:.4f}" if candidate.best_score is not None else "-"
     log.info(
         "candidate %d/%d  %s  best %s  %.1fs  %s",

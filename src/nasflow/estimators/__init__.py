@@ -1,6 +1,24 @@
 """Performance estimators: how good a candidate architecture is, at what cost."""
 
 from nasflow.estimators.base import Estimator, Evaluation
+from nasflow.estimators.fidelity import Hyperband, MedianStopping, SuccessiveHalving
+from nasflow.estimators.filters import (
+    PredictorRanker,
+    PreFilter,
+    ProxyEstimator,
+    ProxyRanker,
+)
 from nasflow.estimators.training import TrainingEstimator
 
-__all__ = ["Estimator", "Evaluation", "TrainingEstimator"]
+__all__ = [
+    "Estimator",
+    "Evaluation",
+    "Hyperband",
+    "MedianStopping",
+    "PreFilter",
+    "PredictorRanker",
+    "ProxyEstimator",
+    "ProxyRanker",
+    "SuccessiveHalving",
+    "TrainingEstimator",
+]

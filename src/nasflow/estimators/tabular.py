@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 from nasflow.errors import NasflowError
-from nasflow.estimators.base import Estimator, Evaluation
+from nasflow.estimators.base import Estimator, Evaluation, StopRule
 from nasflow.search_spaces.base import Architecture
 from nasflow.search_spaces.nb201 import NB201Architecture, NB201Space, parse_cell
 from nasflow.tabular.nb201 import load_table
@@ -110,13 +110,35 @@ class NB201TableEstimator(Estimator):
             )
         self.space = space
         self.dataset = dataset
+        self.signal = signal
         self.epochs = epochs
         self.columns = table_columns(dataset, signal, epochs)
-        self._rows = _lookup(self.columns, CLASSES[dataset])
+        # The schedules the table has for this data set: the fidelities a task may ask for.
+        self.fidelities = tuple(sorted(e for d, e in SIGNALS if d == dataset))
+        self._rows = _lookup(self.columns, CLASSES[dataset])  # built now, not on first query
 
-    def evaluate(self, arch: Architecture, seed: int) -> Evaluation:
+    def evaluate(
+        self,
+        arch: Architecture,
+        seed: int,
+        fidelity: float | None = None,
+        stop: StopRule | None = None,
+    ) -> Evaluation:
+        """The table's answer for `arch` after `fidelity` epochs (12 or 200; None: the
+        configured `epochs`). The cost is those epochs: what training would have spent."""
         start = time.perf_counter()
-        found = self._rows.get(arch.edges) if isinstance(arch, NB201Architecture) else None
+        epochs = self.epochs if fidelity is None else int(fidelity)
+        if epochs not in self.fidelities:
+            raise NasflowError(
+                f"the NB201 table has no {fidelity}-epoch results for {self.dataset}; "
+                f"fidelities available: {', '.join(map(str, self.fidelities))}"
+            )
+        rows = (
+            self._rows
+            if epochs == self.epochs
+            else _lookup(table_columns(self.dataset, self.signal, epochs), CLASSES[self.dataset])
+        )
+        found = rows.get(arch.edges) if isinstance(arch, NB201Architecture) else None
         if found is None:
             return Evaluation(
                 status="failed",
@@ -130,6 +152,8 @@ class NB201TableEstimator(Estimator):
             metrics=dict(metrics),  # a copy: callers may change theirs
             params=params,
             seconds=time.perf_counter() - start,
+            fidelity=float(epochs),
+            cost=float(epochs),
         )
 
 

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from nasflow.estimators.base import Estimator, Evaluation
+from nasflow.estimators.base import Estimator, Evaluation, StopRule
 from nasflow.measure import count_flops, count_params
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.training import InMemoryData, InMemoryDataModule, TrainerFactory, fit
@@ -25,9 +25,13 @@ class TrainingEstimator(Estimator):
         trainer: Builds a Lightning Trainer (``accelerator="auto"`` uses a GPU if present).
         optimizer: Builds the optimizer from the network's parameters.
         scheduler: Builds the learning-rate schedule, or None.
-        epochs: Training epochs per candidate (the fidelity).
+        epochs: Training epochs per candidate: the full fidelity. A task may ask for
+            fewer (or more): its fidelity is then the epochs, and the learning-rate
+            schedule spans them.
         batch_size: Examples per batch.
     """
+
+    stoppable = True
 
     def __init__(
         self,
@@ -47,7 +51,14 @@ class TrainingEstimator(Estimator):
         self.epochs = epochs
         self.batch_size = batch_size
 
-    def evaluate(self, arch: Architecture, seed: int) -> Evaluation:
+    def evaluate(
+        self,
+        arch: Architecture,
+        seed: int,
+        fidelity: float | None = None,
+        stop: StopRule | None = None,
+    ) -> Evaluation:
+        epochs = self.epochs if fidelity is None else _epochs(fidelity)
         info = self.data.info
         start = time.perf_counter()
         # The candidate's initial weights come from its own seed; fork_rng keeps that
@@ -62,14 +73,15 @@ class TrainingEstimator(Estimator):
                 datamodule = InMemoryDataModule(
                     self.data.splits["train"], self.data.splits["val"], self.batch_size, seed
                 )
-                _, _, history = fit(
+                module, _, history = fit(
                     network,
                     datamodule,
                     info.num_classes,
-                    self.epochs,
+                    epochs,
                     self.trainer,
                     self.optimizer,
                     self.scheduler,
+                    stop=stop,
                 )
             # Anything a candidate raises (a shape it cannot handle, a diverged loss, out of
             # memory) ends that candidate only; the search records it and goes on.
@@ -86,11 +98,19 @@ class TrainingEstimator(Estimator):
                 )
         final = history[-1]
         return Evaluation(
-            status="ok",
+            status="stopped" if module.stopped else "ok",
             score=final["val_acc"],
             metrics={k: v for k, v in final.items() if k != "epoch"},
             history=history,
             params=params,
             flops=flops,
             seconds=time.perf_counter() - start,
+            error=module.stopped,
+            fidelity=float(len(history)),
+            cost=float(len(history)),
         )
+
+
+def _epochs(fidelity: float) -> int:
+    """A fidelity as whole training epochs (at least one)."""
+    return max(1, round(fidelity))

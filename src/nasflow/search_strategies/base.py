@@ -45,6 +45,13 @@ class SearchStrategy(ABC):
     def tell(self, arch: Architecture, evaluation: Evaluation) -> None:  # noqa: B027
         """Learn from an evaluation. Strategies that do not learn need not override this."""
 
+    def discard(self, arch: Architecture) -> None:  # noqa: B027
+        """Forget a proposal that will never be evaluated: a pre-filter ranked it out.
+
+        The strategy is not told why, nor what ranked it; it must not wait for a `tell`
+        that never comes. Strategies that keep nothing per proposal need not override it.
+        """
+
     def metrics(self) -> dict[str, float]:
         """What the strategy itself learnt by its latest `tell`, e.g. a controller's reward,
         baseline, entropy and loss; logged with each iteration. Empty for most strategies."""

@@ -8,6 +8,7 @@ changes that climbing, and restarting at a local optimum, finds the best cells q
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from nasflow.errors import NasflowError
@@ -113,6 +114,14 @@ class LocalSearch(SearchStrategy):
         key = arch.id
         self.proposed.add(key)
         self.scores[key] = score_or_worst(evaluation)
+
+    def discard(self, arch: Architecture) -> None:
+        # Ranked out before training: no better than where the climb stands. A neighbour
+        # left unscored would make the climb wait (explore at random) forever.
+        key = arch.id
+        self.proposed.add(key)
+        self.scores[key] = -math.inf
+        self.starting = [entry for entry in self.starting if entry[0] != key]
 
     def metrics(self) -> dict[str, float]:
         return {"restarts": float(self.restarts)}

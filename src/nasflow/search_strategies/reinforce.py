@@ -204,6 +204,10 @@ class Reinforce(SearchStrategy):
                     return arch
         return None
 
+    def discard(self, arch: Architecture) -> None:
+        # Its decisions stay out of the gradient: a filter's verdict is not a reward.
+        self.pending.pop(arch.id, None)
+
     def tell(self, arch: Architecture, evaluation: Evaluation) -> None:
         self.seen.add(arch.id)
         steps = self.pending.pop(arch.id, None)

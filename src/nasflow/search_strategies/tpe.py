@@ -132,6 +132,12 @@ class TPESearch(SearchStrategy):
                 return arch
         return None
 
+    def discard(self, arch: Architecture) -> None:
+        # Its trials end as failed, which TPE leaves out of both densities; the
+        # architecture may be proposed again later.
+        for number in self.pending.pop(arch.id, []):
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+
     def tell(self, arch: Architecture, evaluation: Evaluation) -> None:
         key = arch.id
         score = None if evaluation.status == "failed" else evaluation.score

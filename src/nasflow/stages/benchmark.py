@@ -1,10 +1,16 @@
 """Benchmark a search strategy on the NAS-Bench-201 table over many seeds.
 
 Each seed runs the configured strategy through the real search loop (`run_search`, one
-`LocalExecutor`) with `NB201TableEstimator` answering every query from the table, so a
-seed costs a fraction of a second and a strategy is judged the way NAS papers judge it:
-the mean test accuracy of the incumbent (the best cell so far by the search signal, a
-validation accuracy) after every query, over many seeds. One JSON per strategy goes to
+`LocalExecutor`) with the configured estimator, which must end in `NB201TableEstimator`
+(``estimator=nb201_table``, the default of ``conf/benchmark.yaml``, or a composition such
+as ``nb201_successive_halving`` or ``nb201_prefilter``). A table query costs microseconds,
+so a strategy is judged the way NAS papers judge it: the mean test accuracy of the
+incumbent (the best full-fidelity cell so far by the search signal, a validation
+accuracy) over many seeds, against the training cost spent. The cost is counted in
+training epochs (a 12-epoch lookup costs 12, a 200-epoch one 200, a proxy 0), and the
+curves are read after every *query's worth* of cost, i.e. every full-fidelity epochs: for
+a plain table estimator that is after every query, and multi-fidelity or pre-filtered
+searches are compared with it at equal cost. One JSON per strategy goes to
 ``benchmark.output``; ``comparison.png`` there is redrawn from every strategy's JSON.
 
 Each JSON also records what random search implies: the exact expected test accuracy of
@@ -21,6 +27,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,9 +39,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from nasflow.artifacts import write_bytes_atomic, write_text_atomic
 from nasflow.errors import NasflowError
+from nasflow.estimators.base import Estimator
 from nasflow.estimators.tabular import NB201TableEstimator
 from nasflow.executors import LocalExecutor
-from nasflow.loop import Candidate, run_search
+from nasflow.loop import Candidate, Stopping, run_search
 from nasflow.search_spaces.nb201 import NB201Space
 from nasflow.tabular.nb201 import load_table
 from nasflow.tracking import Tracker, git_commit
@@ -43,6 +51,9 @@ log = logging.getLogger("nasflow.benchmark")
 
 KIND = "nasflow.benchmark/1"  # marks a strategy's JSON, so the plot skips any other file
 PLOT = "comparison.png"
+# Candidates a composite estimator may evaluate per query of cost budget: its search ends
+# on the cost limit long before this.
+BUDGET_PER_QUERY = 100
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -56,28 +67,35 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     seeds = _positive("benchmark.seeds", settings.seeds)
     queries = _positive("benchmark.queries", settings.queries)
     space = NB201Space()
-    estimator = NB201TableEstimator(space, dataset=settings.dataset, epochs=settings.signal_epochs)
+    estimator = instantiate(cfg.estimator, space=space)
+    table_estimator = _table_of(estimator)
     target = get_class(cfg.strategy._target_)
     name = settings.name or getattr(target, "name", target.__name__)
-    columns = estimator.columns
+    columns = table_estimator.columns
+    dataset = table_estimator.dataset
     log.info(
-        "%s: %d seeds x %d queries on NB201 %s (signal %s, reported %s)",
-        name, seeds, queries, settings.dataset, columns.signal, columns.test,
+        "%s: %d seeds x %d queries' cost on NB201 %s (signal %s, reported %s), estimator %s",
+        name, seeds, queries, dataset, columns.signal, columns.test, type(estimator).__name__,
     )  # fmt: skip
 
     start = time.perf_counter()
+    initial = estimator.state_dict()
     with _quiet(logging.getLogger("nasflow.search")):  # the loop's line per candidate
-        runs = [_run_seed(cfg, space, estimator, queries, seed, seeds) for seed in range(seeds)]
+        runs = [
+            _run_seed(cfg, space, estimator, initial, table_estimator.epochs, queries, seed, seeds)
+            for seed in range(seeds)
+        ]
     total = time.perf_counter() - start
 
     table = load_table().columns
     signal, test = table[columns.signal], table[columns.test]
-    curves = np.array([r["test_acc"] for r in runs], dtype=float)
+    # None (no full-fidelity result yet at that cost) is NaN: left out of the means.
+    curves = np.array([[np.nan if v is None else v for v in r["test_acc"]] for r in runs])
     final = curves[:, -1]
     expectation = random_search_expectation(signal, test, queries)
     strategy_config = cast(dict[str, Any], OmegaConf.to_container(cfg.strategy, resolve=True))
     strategy_config.pop("seed", None)  # each run's seed is its index, below
-    strategy_config["budget"] = queries
+    strategy_config["budget"] = runs[0]["budget"]
     per_seed = [r["seconds"] for r in runs]
     report = {
         "kind": KIND,
@@ -85,11 +103,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "settings": {
             "strategy": strategy_config,
             "seeds": seeds,  # seeds 0..seeds-1, each the strategy's and the loop's seed
-            "queries": queries,
-            "dataset": settings.dataset,
-            "signal_epochs": settings.signal_epochs,
+            "queries": queries,  # the cost budget, in full-fidelity queries
+            "dataset": dataset,
+            "signal_epochs": table_estimator.epochs,
             "signal": columns.signal,
             "test": columns.test,
+            "estimator": OmegaConf.to_container(cfg.estimator, resolve=True),
         },
         "final": {
             "mean": _round(final.mean()),
@@ -99,9 +118,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "max": _round(final.max()),
             "minus_random_expectation": _round(final.mean() - expectation[-1]),
         },
-        "curve": {  # entry q-1: after q queries; the plot's band is mean +- std
-            "mean": [_round(v) for v in curves.mean(axis=0)],
-            "std": [_round(v) for v in curves.std(axis=0)],
+        "curve": {  # entry q-1: after q queries' cost; the plot's band is mean +- std
+            "mean": [_round(v) for v in _nan_stat(np.nanmean, curves)],
+            "std": [_round(v) for v in _nan_stat(np.nanstd, curves)],
+            "seeds_with_incumbent": [int(v) for v in np.isfinite(curves).sum(axis=0)],
+        },
+        "evaluations": {  # per seed, means over seeds
+            "candidates": _round(np.mean([r["evaluated"] for r in runs])),
+            "full_fidelity": _round(np.mean([r["full_fidelity"] for r in runs])),
+            "proposals": _round(np.mean([r["proposals"] for r in runs])),
+            "cost_epochs": _round(np.mean([r["cost"] for r in runs])),
         },
         "random_search_expectation": {
             "method": "exact: order statistics of the table's signal (ties share the pick)",
@@ -146,50 +172,82 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _run_seed(
     cfg: DictConfig,
     space: NB201Space,
-    estimator: NB201TableEstimator,
+    estimator: Estimator,
+    initial: dict[str, Any],
+    full_epochs: int,
     queries: int,
     seed: int,
     seeds: int,
 ) -> dict[str, Any]:
-    """One search; the incumbent's test accuracy (%) and signal (%) after every query."""
-    strategy = instantiate(cfg.strategy, space=space, budget=queries, seed=seed)
+    """One search until `queries` full-fidelity queries' worth of training epochs are
+    spent; the incumbent's test accuracy (%) and signal (%) after each query's worth."""
+    plain = isinstance(estimator, NB201TableEstimator)
+    # A plain table query costs exactly one query: the budget is the queries. Composite
+    # estimators spend less per candidate, so the cost limit ends their search.
+    budget = queries if plain else queries * BUDGET_PER_QUERY
+    strategy = instantiate(cfg.strategy, space=space, budget=budget, seed=seed)
+    # Every seed starts from what the estimator knew before any search (a predictor with
+    # no data, the first bracket). What is not state, e.g. proxy scores remembered per
+    # architecture, carries over: it is a function of the architecture alone.
+    estimator.load_state_dict(initial)
     start = time.perf_counter()
-    history = run_search(strategy, estimator, LocalExecutor(), seed)
+    history = run_search(
+        strategy,
+        estimator,
+        LocalExecutor(),
+        seed,
+        stopping=Stopping(max_cost=queries * full_epochs),
+    )
     seconds = time.perf_counter() - start
-    test_acc, signal, arch = incumbent_curves(history)
-    if not test_acc or test_acc[-1] is None:
-        raise NasflowError(f"strategy {strategy.name} with seed {seed} evaluated no NB201 cell")
-    # A strategy that runs out of cells to propose ends early: its incumbent stays.
-    evaluated = len(test_acc)
-    test_acc += test_acc[-1:] * (queries - evaluated)
-    signal += signal[-1:] * (queries - evaluated)
+    test_acc, signal, arch = incumbent_curves(history, full_epochs, queries)
+    if test_acc[-1] is None:
+        raise NasflowError(
+            f"strategy {strategy.name} with seed {seed} evaluated no NB201 cell at full fidelity"
+        )
     log.info(
-        "seed %d/%d: test %.2f %% (signal %.2f) after %d queries, %.2fs  %s",
-        seed + 1, seeds, test_acc[-1], signal[-1], evaluated, seconds, arch,
+        "seed %d/%d: test %.2f %% (signal %.2f) after %d candidates, %.2fs  %s",
+        seed + 1, seeds, test_acc[-1], signal[-1], len(history), seconds, arch,
     )  # fmt: skip
     return {
         "seed": seed,
         "test_acc": test_acc,
         "signal": signal,
         "arch": arch,
-        "evaluated": evaluated,
+        "evaluated": len(history),
+        "full_fidelity": sum(c.evaluation.status == "ok" for c in history),
+        "proposals": history[-1].proposals if history else 0,
+        "cost": history[-1].cost if history else 0.0,
+        "budget": budget,
         "seconds": round(seconds, 4),
     }
 
 
 def incumbent_curves(
-    history: Sequence[Candidate],
+    history: Sequence[Candidate], full_epochs: float, queries: int
 ) -> tuple[list[float | None], list[float | None], str | None]:
-    """After each candidate, the incumbent's test accuracy and signal (both in %), and the
-    final incumbent's arch string. The incumbent is the best by the score (the signal)
-    so far; a tie keeps the earlier one. None until a candidate has succeeded."""
+    """After each query's worth of cost (`full_epochs` training epochs), the incumbent's
+    test accuracy and signal (both in %), and the final incumbent's arch string.
+
+    The incumbent is the best full-fidelity candidate by the score (the signal) among
+    those whose cumulative cost is within the point's; a tie keeps the earlier one. None
+    until a full-fidelity candidate has finished. A search that ends early (its strategy
+    ran out of cells) keeps its last incumbent to the end.
+    """
     test_acc: list[float | None] = []
     signal: list[float | None] = []
     best: Candidate | None = None
-    for candidate in history:
-        score = candidate.evaluation.score
-        if score is not None and (best is None or score > cast(float, best.evaluation.score)):
-            best = candidate
+    position = 0
+    for query in range(1, queries + 1):
+        while position < len(history) and history[position].cost <= query * full_epochs + 1e-9:
+            candidate = history[position]
+            score = candidate.evaluation.score
+            if (
+                candidate.evaluation.status == "ok"
+                and score is not None
+                and (best is None or score > cast(float, best.evaluation.score))
+            ):
+                best = candidate
+            position += 1
         if best is None:
             test_acc.append(None)
             signal.append(None)
@@ -304,7 +362,9 @@ def draw_comparison(folder: str | Path) -> int:
     axes = figure.add_subplot()
     lows = []
     for report in reports:
-        mean, std = np.array(report["curve"]["mean"]), np.array(report["curve"]["std"])
+        # dtype=float: a point with no incumbent yet (null) is NaN, a gap in the line.
+        mean = np.array(report["curve"]["mean"], dtype=float)
+        std = np.array(report["curve"]["std"], dtype=float)
         x = np.arange(1, len(mean) + 1)
         final = report["final"]
         label = f"{report['strategy']}: {final['mean']:.2f} ± {final['std']:.2f}"
@@ -325,9 +385,9 @@ def draw_comparison(folder: str | Path) -> int:
         optimum, linestyle="--", color="black", linewidth=1, label=f"optimum {optimum:.2f}"
     )
     # The first queries sit far below the rest; start the axis where the curves meet.
-    axes.set_ylim(min(lows) - 0.2, optimum + 0.25)
+    axes.set_ylim(np.nanmin(lows) - 0.2, optimum + 0.25)
     axes.set_xlim(1, max(len(r["curve"]["mean"]) for r in reports))
-    axes.set_xlabel("queries (architectures evaluated)")
+    axes.set_xlabel("cost in queries (training epochs / the full fidelity's)")
     axes.set_ylabel(f"incumbent's {first['settings']['test']} (%)")
     axes.set_title(
         f"NAS-Bench-201 {first['settings']['dataset']}, search signal "
@@ -377,6 +437,27 @@ def _positive(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise NasflowError(f"{key} must be a positive integer, got {value!r}")
     return value
+
+
+def _table_of(estimator: Estimator) -> NB201TableEstimator:
+    """The NB201 table at the end of an estimator's chain, or a NasflowError."""
+    found: Any = estimator
+    while not isinstance(found, NB201TableEstimator):
+        found = getattr(found, "then", None)
+        if found is None:
+            raise NasflowError(
+                "the benchmark answers queries from the NB201 table: choose an estimator "
+                "that ends in it (estimator=nb201_table, nb201_successive_halving, "
+                f"nb201_prefilter); got {type(estimator).__name__}"
+            )
+    return found
+
+
+def _nan_stat(stat: Any, curves: np.ndarray) -> np.ndarray:
+    """`stat` over seeds per point; NaN where no seed has an incumbent yet."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return stat(curves, axis=0)
 
 
 def _round(value: Any) -> float | None:

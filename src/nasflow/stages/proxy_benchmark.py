@@ -49,8 +49,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise NasflowError(f"unknown proxy {unknown[0]!r}; choose from {', '.join(PROXIES)}")
     if settings.samples < 3:
         raise NasflowError(f"proxy_benchmark.samples must be at least 3, got {settings.samples}")
+    sizes = {name: settings.batch_sizes.get(name, settings.batch_size) for name in names}
+    bad = {n: b for n, b in sizes.items() if isinstance(b, bool) or not isinstance(b, int) or b < 2}
+    if bad:
+        name, size = next(iter(bad.items()))
+        raise NasflowError(f"the batch size of {name} must be an integer >= 2, got {size!r}")
+    # One draw of the largest size; a proxy with a smaller batch sees its first images.
     images, labels, source = minibatch(
-        settings.data_root, cfg.paths.prepared, settings.batch_size, settings.seed
+        settings.data_root, cfg.paths.prepared, max(sizes.values()), settings.seed
     )
     num_classes = int(labels.max()) + 1 if source == "prepared" else 10
     table = load_table()
@@ -73,7 +79,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         network = space.build(arch, tuple(images.shape[1:]), num_classes)
         for name in names:
             start = time.perf_counter()
-            scores[name].append(PROXIES[name](network, images, labels, num_classes))
+            size = sizes[name]
+            scores[name].append(PROXIES[name](network, images[:size], labels[:size], num_classes))
             seconds[name].append(time.perf_counter() - start)
         if done % 25 == 0 or done == len(rows):
             log.info("%d/%d cells scored", done, len(rows))
@@ -82,6 +89,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     result: dict[str, Any] = {
         "settings": OmegaConf.to_container(settings, resolve=True),
         "minibatch": source,
+        "batch_sizes": sizes,
         "cells": len(rows),
         "proxies": {
             name: {

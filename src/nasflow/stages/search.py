@@ -64,23 +64,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             executor,
             cfg.seed,
             lambda candidate: tracker.log_candidate(candidate, space.graphs(candidate.arch)),
-            Stopping(cfg.search.max_seconds, cfg.search.patience),
+            Stopping(cfg.search.max_seconds, cfg.search.patience, cfg.search.max_cost),
             checkpoint,
             resumed,
         )
-        ok = [c for c in history if c.evaluation.score is not None]
+        # Only full-fidelity results compete: a stopped candidate's score is partial.
+        ok = [c for c in history if c.evaluation.status == "ok" and c.evaluation.score is not None]
         if not ok:
+            failed = [c for c in history if c.evaluation.status == "failed"]
             raise NasflowError(
-                f"all {len(history)} candidates failed; see the errors above "
-                f"(first: {history[0].evaluation.error if history else 'none evaluated'})"
+                f"no candidate of {len(history)} was evaluated at full fidelity "
+                f"({len(failed)} failed; first error: "
+                f"{failed[0].evaluation.error if failed else 'none'})"
             )
         best = max(ok, key=lambda c: c.evaluation.score)  # type: ignore[arg-type,return-value]
+        statuses = [c.evaluation.status for c in history]
         summary = {
             "best_score": best.evaluation.score,
             "best_params": best.evaluation.params,
             "best_flops": best.evaluation.flops,
             "evaluated": len(history),
-            "failed": len(history) - len(ok),
+            "full_fidelity": len(ok),
+            "stopped": statuses.count("stopped"),
+            "failed": statuses.count("failed"),
+            "proposals": history[-1].proposals,
+            "cost_epochs": history[-1].cost,
             "seconds": round(history[-1].elapsed, 2),
         }
         tracker.log_metrics({f"final_{k}": float(v) for k, v in summary.items() if v is not None})
@@ -110,7 +118,7 @@ def _write_outputs(
     write_text_atomic(out / "history.jsonl", lines)
     write_csv(
         out / "progress.csv",
-        ["iteration", "score", "best_score", "params", "seconds"],
+        ["iteration", "score", "best_score", "params", "seconds", "status", "cost", "total_cost"],
         (
             [
                 c.iteration,
@@ -118,6 +126,9 @@ def _write_outputs(
                 c.best_score,
                 c.evaluation.params,
                 round(c.evaluation.seconds, 3),
+                c.evaluation.status,
+                c.evaluation.cost,
+                c.cost,
             ]
             for c in history
         ),

@@ -114,8 +114,17 @@ class MlflowTracker(Tracker):
             for key, value in epoch.items()
             if key != "epoch"
         ]
+        # Successive halving: each rung's result, stepped by its fidelity (epochs).
+        metrics += [
+            Metric(f"rung_{key}", float(rung[key]), now, round(rung["fidelity"] or 0))
+            for rung in evaluation.rungs
+            for key in ("score", "seconds")
+            if rung[key] is not None
+        ]
         finals = {"score": evaluation.score, "params": evaluation.params, "flops": evaluation.flops}
-        finals["train_seconds"] = evaluation.seconds
+        finals |= {"train_seconds": evaluation.seconds, "cost_epochs": evaluation.cost}
+        finals |= {"fidelity": evaluation.fidelity, "rungs": len(evaluation.rungs) or None}
+        finals |= {k: v for k, v in evaluation.metrics.items() if k.startswith("filter_")}
         metrics += [Metric(k, float(v), now, 0) for k, v in finals.items() if v is not None]
         self.client.log_batch(child, metrics=metrics)
         self.client.log_text(
@@ -125,9 +134,11 @@ class MlflowTracker(Tracker):
             from nasflow import diagram  # matplotlib loads only when there is a diagram
 
             self.client.log_text(child, diagram.render(graphs).decode(), "diagram.svg")
-        self.client.set_terminated(child, "FINISHED" if evaluation.status == "ok" else "FAILED")
+        # A stopped candidate finished as intended, only early; nasflow.status tells which.
+        self.client.set_terminated(child, "FAILED" if evaluation.status == "failed" else "FINISHED")
 
         parent = {"best_score": candidate.best_score, "elapsed_seconds": candidate.elapsed}
+        parent |= {"total_cost_epochs": candidate.cost, "proposals": candidate.proposals}
         if evaluation.score is not None:
             parent["candidate_score"] = evaluation.score
         # What the strategy learnt from this candidate, e.g. a controller's reward and loss.

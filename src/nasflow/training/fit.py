@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 from torch import nn
 
 from nasflow.training.data import InMemoryDataModule
 from nasflow.training.module import ClassifierModule, OptimizerFactory, SchedulerFactory
+
+if TYPE_CHECKING:
+    from nasflow.estimators.base import StopRule
 
 TrainerFactory = Callable[..., pl.Trainer]
 
@@ -40,6 +43,7 @@ def fit(
     scheduler: SchedulerFactory | None = None,
     logger: Any = False,
     callbacks: Sequence[pl.Callback] = (),
+    stop: StopRule | None = None,
 ) -> tuple[ClassifierModule, pl.Trainer, list[dict[str, float]]]:
     """Train `network` for `epochs` epochs, validating after each if `data` has a val split.
 
@@ -53,12 +57,14 @@ def fit(
         scheduler: Builds the learning-rate schedule, or None.
         logger: A Lightning logger for live metrics, or False.
         callbacks: Extra Lightning callbacks.
+        stop: Asked after every epoch whether to end early (`ClassifierModule.stopped`
+            then says why).
 
     Returns:
         The trained module, the trainer and the per-epoch metrics.
     """
     quiet_lightning()
-    module = ClassifierModule(network, num_classes, optimizer, scheduler)
+    module = ClassifierModule(network, num_classes, optimizer, scheduler, stop)
     run = trainer(
         max_epochs=epochs,
         logger=logger,

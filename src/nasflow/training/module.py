@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
@@ -11,6 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+if TYPE_CHECKING:
+    from nasflow.estimators.base import StopRule
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 # Called with the optimizer and the total number of optimizer steps of the run.
@@ -31,6 +35,8 @@ class ClassifierModule(pl.LightningModule):
         optimizer: Builds the optimizer from the parameters (a Hydra `_partial_`).
         scheduler: Builds a per-step learning-rate schedule from the optimizer and the
             run's total number of steps (a Hydra `_partial_`), or None for a constant rate.
+        stop: Asked after every epoch whether to end training early (a learning-curve
+            rule); its reason is kept in `stopped`.
     """
 
     def __init__(
@@ -39,9 +45,12 @@ class ClassifierModule(pl.LightningModule):
         num_classes: int,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
+        stop: StopRule | None = None,
     ) -> None:
         super().__init__()
         self.network = network
+        self.stop = stop
+        self.stopped: str | None = None  # why `stop` ended training early
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         # Labels come from our own prepared splits; checking them every batch is wasted work.
@@ -87,6 +96,11 @@ class ClassifierModule(pl.LightningModule):
         self.log_dict(metrics)
         self.history.append({"epoch": self.current_epoch, **metrics, **self._val_metrics})
         self._val_metrics = {}
+        # Here rather than in a Callback: Lightning calls callbacks' on_train_epoch_end
+        # before the module's, when this epoch is not in `history` yet.
+        if self.stop is not None and (reason := self.stop(self.history)):
+            self.stopped = reason
+            self.trainer.should_stop = True
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]  # Lightning's union type
         optimizer = self.optimizer_factory(self.network.parameters())
