@@ -308,5 +308,5 @@ def test_successive_halving_beats_random_search_at_equal_cost(tmp_path: Path) ->
 def test_the_benchmark_needs_an_estimator_that_ends_in_the_table(tmp_path: Path) -> None:
     cfg = harness_cfg(tmp_path, "estimator=proxy", "estimator.input_shape=[3,32,32]")
     OmegaConf.update(cfg, "estimator.num_classes", 10)
-    with pytest.raises(NasflowError, match="ends in it.*got ProxyEstimator"):
+    with pytest.raises(NasflowError, match=r"ends in it.*got ProxyEstimator"):
         benchmark.run(cfg)

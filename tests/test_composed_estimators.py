@@ -3,6 +3,7 @@ pre-filter with proxy and predictor rankers, and how the loop and strategies see
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -376,3 +377,49 @@ def test_the_nb201_compositions_build_without_data(name: str) -> None:
     cfg = compose_config([f"estimator={name}", "search_space=nb201"])
     estimator = instantiate(cfg.estimator, space=instantiate(cfg.search_space))
     assert isinstance(estimator.then, NB201TableEstimator)
+
+
+# -- the search stage --------------------------------------------------------------------------
+
+
+def test_the_search_stage_runs_a_prefilter_and_successive_halving_and_logs_rungs(
+    tmp_path: Path, prepared_digits: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from nasflow.stages import search
+
+    cfg = compose_config(
+        [
+            "estimator=prefilter_sh",
+            "strategy.budget=3",
+            "estimator.then.rungs=[1]",
+            "estimator.then.then.epochs=2",
+            "search_space.max_layers=2",
+            f"paths.prepared={prepared_digits}",
+            f"paths.search={tmp_path / 'search'}",
+            f"paths.checkpoints={tmp_path / 'checkpoints'}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
+        ]
+    )
+    summary = search.run(cfg)
+    # 9 proposals (27 per 9 kept), 3 kept; 1 epoch each, then the best for 2 epochs.
+    assert summary["proposals"] == 9 and summary["evaluated"] == 3
+    assert (summary["full_fidelity"], summary["stopped"], summary["cost_epochs"]) == (1, 2, 5)
+    lines = (tmp_path / "search" / "history.jsonl").read_text().splitlines()
+    history = [json.loads(line) for line in lines]
+    best = next(c for c in history if c["status"] == "ok")
+    assert summary["best_score"] == best["score"]
+    assert [r["fidelity"] for r in best["rungs"]] == [1, 2]
+    assert all("filter_score" in c["metrics"] for c in history)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    statuses = sorted(r.data.tags["nasflow.status"] for r in children)
+    assert statuses == ["ok", "stopped", "stopped"]
+    ok = next(r for r in children if r.data.tags["nasflow.status"] == "ok")
+    rungs = client.get_metric_history(ok.info.run_id, "rung_score")
+    assert [m.step for m in rungs] == [1, 2]
+    assert ok.data.metrics["cost_epochs"] == 3

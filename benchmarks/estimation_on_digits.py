@@ -1,0 +1,118 @@
+"""Cheap estimation against full training, in the real pipeline on digits.
+
+For each variant, runs the pipeline's own entry points (search, retrain, evaluate) on
+the prepared digits data into a scratch folder, with MLflow off, and records the search's
+wall time (the search's own clock, start-up excluded, from its summary.json), the training
+epochs it spent, how many candidates it trained to full fidelity, and the retrained
+network's test accuracy. The baseline is the default pipeline (random search, 20
+candidates, 8 epochs each); the variants reuse its strategy and seed.
+
+    .venv/bin/python benchmarks/estimation_on_digits.py
+    .venv/bin/python benchmarks/estimation_on_digits.py \
+        --variant sh_only="estimator=successive_halving strategy.budget=9"
+
+Needs `data/prepared` (``dvc repro prepare`` or ``make repro``). Writes
+benchmarks/results/estimation_on_digits.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from report import machine_info, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "full_training": "",
+    # Synflow keeps 9 of 27 random proposals; successive halving trains them 1 epoch,
+    # the best 3 for 3 and the best one for the full 8: one bracket.
+    "prefilter_sh": "estimator=prefilter_sh strategy.budget=9",
+}
+
+
+def run_variant(name: str, overrides: str, scratch: Path, seed: int) -> dict[str, Any]:
+    folder = scratch / name
+    common = [
+        "tracking=none",
+        f"seed={seed}",
+        f"paths.search={folder / 'search'}",
+        f"paths.retrain={folder / 'retrain'}",
+        f"paths.evaluate={folder / 'evaluate'}",
+        f"paths.checkpoints={folder / 'checkpoints'}",
+        *shlex.split(overrides),
+    ]
+    walls = {}
+    for stage in ("search", "retrain", "evaluate"):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, str(ROOT / "pipelines" / f"{stage}.py"), *common],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        walls[stage] = round(time.perf_counter() - start, 2)
+    summary = json.loads((folder / "search" / "summary.json").read_text())
+    metrics = json.loads((folder / "evaluate" / "metrics.json").read_text())
+    best = json.loads((folder / "search" / "best_architecture.json").read_text())
+    result = {
+        "overrides": overrides,
+        "search_seconds": summary["seconds"],
+        "cost_epochs": summary.get("cost_epochs"),
+        "candidates": summary["evaluated"],
+        "full_fidelity": summary.get("full_fidelity", summary["evaluated"]),
+        "proposals": summary.get("proposals", summary["evaluated"]),
+        "best_val_acc": summary["best_score"],
+        "best": best.get("description"),
+        "best_params": summary["best_params"],
+        "test_acc": metrics["test_acc"],
+        "stage_wall_seconds": walls,
+    }
+    print(
+        f"{name}: search {result['search_seconds']:.1f}s, {result['cost_epochs']} epochs, "
+        f"test {100 * result['test_acc']:.2f} %  ({result['best']})"
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0, help="the search seed of every variant")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDES",
+        help="add or replace a variant (Hydra overrides, space-separated)",
+    )
+    parser.add_argument("--output", default="benchmarks/results/estimation_on_digits.json")
+    args = parser.parse_args()
+    variants = dict(VARIANTS)
+    for entry in args.variant:
+        name, _, overrides = entry.partition("=")
+        variants[name] = overrides
+    if not (ROOT / "data" / "prepared" / "meta.json").is_file():
+        sys.exit("error: no prepared data in data/prepared: run `dvc repro prepare` first")
+    with tempfile.TemporaryDirectory() as scratch:
+        results = {
+            name: run_variant(name, overrides, Path(scratch), args.seed)
+            for name, overrides in variants.items()
+        }
+    base = results["full_training"]
+    for result in results.values():
+        result["search_time_ratio"] = round(result["search_seconds"] / base["search_seconds"], 3)
+        result["test_acc_minus_full_training_points"] = round(
+            100 * (result["test_acc"] - base["test_acc"]), 2
+        )
+    write_report({"machine": machine_info(seed=args.seed), "variants": results}, args.output)
+
+
+if __name__ == "__main__":
+    main()
