@@ -372,7 +372,7 @@ def test_every_composed_estimator_option_builds(name: str, prepared_digits: Path
     assert isinstance(leaf, TrainingEstimator | ProxyEstimator)
 
 
-@pytest.mark.parametrize("name", ["nb201_successive_halving", "nb201_prefilter"])
+@pytest.mark.parametrize("name", ["nb201_successive_halving", "nb201_prefilter", "nb201_predictor"])
 def test_the_nb201_compositions_build_without_data(name: str) -> None:
     cfg = compose_config([f"estimator={name}", "search_space=nb201"])
     estimator = instantiate(cfg.estimator, space=instantiate(cfg.search_space))

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from nasflow.errors import NasflowError
+from nasflow.errors import NasflowError, check_int
 from nasflow.estimators.base import Estimator, Evaluation, StopRule
 from nasflow.executors import Executor, Task
 from nasflow.search_spaces.base import Architecture
@@ -121,10 +121,7 @@ class SuccessiveHalving(Wrapper):
             raise NasflowError(f"estimator.eta must be a number above 1, got {eta!r}")
         if candidates is None:
             candidates = math.ceil(eta ** len(rungs))
-        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-            raise NasflowError(
-                f"estimator.candidates must be a positive integer, got {candidates!r}"
-            )
+        check_int("estimator.candidates", candidates)
         self.rungs = [float(r) for r in rungs]
         self.eta = eta
         self.candidates = candidates
@@ -284,9 +281,8 @@ class MedianStopping(Wrapper):
                 f"median stopping needs an estimator that trains epoch by epoch; "
                 f"{type(self.then).__name__} does not"
             )
-        for key, value in (("grace", grace), ("min_curves", min_curves)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise NasflowError(f"estimator.{key} must be a positive integer, got {value!r}")
+        check_int("estimator.grace", grace)
+        check_int("estimator.min_curves", min_curves)
         self.grace = grace
         self.min_curves = min_curves
         self.curves: dict[str, list[list[float]]] = {}  # by fidelity ("full" for None)

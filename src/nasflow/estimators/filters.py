@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nasflow.errors import NasflowError
+from nasflow.errors import NasflowError, check_int
 from nasflow.estimators.base import Estimator, Evaluation, StopRule
 from nasflow.estimators.fidelity import EstimatorFactory, Wrapper
 from nasflow.executors import Executor, Task
@@ -69,8 +69,7 @@ class ProxyEstimator(Estimator):
             raise NasflowError(f"name at least one proxy; choose from {', '.join(PROXIES)}")
         if unknown := [name for name in names if name not in PROXIES]:
             raise NasflowError(f"unknown proxy {unknown[0]!r}; choose from {', '.join(PROXIES)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-            raise NasflowError(f"estimator.batch_size must be an integer >= 2, got {batch_size!r}")
+        check_int("estimator.batch_size", batch_size, minimum=2)
         self.space = space
         self.proxies = names
         self.seed = seed
@@ -246,15 +245,7 @@ class PredictorRanker(Ranker):
             raise NasflowError(
                 f"unknown predictor model {model!r}; choose from {', '.join(self.MODELS)}"
             )
-        if (
-            isinstance(min_observations, bool)
-            or not isinstance(min_observations, int)
-            or min_observations < 2
-        ):
-            raise NasflowError(
-                "estimator.ranker.min_observations must be an integer >= 2, "
-                f"got {min_observations!r}"
-            )
+        check_int("estimator.ranker.min_observations", min_observations, minimum=2)
         self.space = space
         self.model_name = model
         self.min_observations = min_observations
@@ -352,9 +343,8 @@ class PreFilter(Wrapper):
         **context: Any,
     ) -> None:
         super().__init__(then, context)
-        for key, value in (("proposals", proposals), ("keep", keep)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise NasflowError(f"estimator.{key} must be a positive integer, got {value!r}")
+        check_int("estimator.proposals", proposals)
+        check_int("estimator.keep", keep)
         if keep > proposals:
             raise NasflowError(
                 f"estimator.keep ({keep}) must not exceed estimator.proposals ({proposals})"

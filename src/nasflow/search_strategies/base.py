@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from nasflow.errors import NasflowError
+from nasflow.errors import check_int
 from nasflow.estimators.base import Evaluation
 from nasflow.search_spaces.base import Architecture, SearchSpace
 
@@ -31,8 +31,7 @@ class SearchStrategy(ABC):
     name: str
 
     def __init__(self, space: SearchSpace, budget: int, seed: int = 0) -> None:
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-            raise NasflowError(f"strategy.budget must be a positive integer, got {budget!r}")
+        check_int("strategy.budget", budget)
         self.space = space
         self.budget = budget
         self.seed = seed
@@ -78,5 +77,4 @@ def score_or_worst(evaluation: Evaluation) -> float:
 
 def check_positive(key: str, value: object) -> None:
     """NasflowError unless `value`, the setting ``strategy.<key>``, is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise NasflowError(f"strategy.{key} must be a positive integer, got {value!r}")
+    check_int(f"strategy.{key}", value)

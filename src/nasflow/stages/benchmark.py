@@ -38,7 +38,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nasflow.artifacts import write_bytes_atomic, write_text_atomic
-from nasflow.errors import NasflowError
+from nasflow.errors import NasflowError, check_int
 from nasflow.estimators.base import Estimator
 from nasflow.estimators.tabular import NB201TableEstimator
 from nasflow.executors import LocalExecutor
@@ -434,9 +434,7 @@ def _quiet(logger: logging.Logger) -> Iterator[None]:
 
 
 def _positive(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise NasflowError(f"{key} must be a positive integer, got {value!r}")
-    return value
+    return check_int(key, value)
 
 
 def _table_of(estimator: Estimator) -> NB201TableEstimator:
