@@ -35,6 +35,9 @@ VARIANTS = {
     # Synflow keeps 9 of 27 random proposals; successive halving trains them 1 epoch,
     # the best 3 for 3 and the best one for the full 8: one bracket.
     "prefilter_sh": "estimator=prefilter_sh strategy.budget=9",
+    # The same 20 candidates, each stopped early when its curve falls behind.
+    "median_stopping": "estimator=median_stopping",
+    "curve_extrapolation": "estimator=curve_extrapolation",
 }
 
 

@@ -14,16 +14,17 @@ from hydra.utils import instantiate
 
 from nasflow.errors import NasflowError
 from nasflow.estimators import (
+    CurveStopping,
     Estimator,
     Evaluation,
     Hyperband,
-    MedianStopping,
     PredictorRanker,
     PreFilter,
     ProxyEstimator,
     SuccessiveHalving,
     TrainingEstimator,
 )
+from nasflow.estimators.fidelity import ExtrapolationRule, power_law_forecast
 from nasflow.estimators.filters import Ranker
 from nasflow.estimators.tabular import NB201TableEstimator
 from nasflow.executors import LocalExecutor, Task
@@ -155,7 +156,7 @@ def test_successive_halving_on_the_table_uses_the_12_epoch_column_below_200() ->
 
 
 def test_median_stopping_stops_curves_below_the_median_and_remembers_curves() -> None:
-    stopping = MedianStopping(Fake(epochs=4), grace=1, min_curves=3)
+    stopping = CurveStopping(Fake(epochs=4), grace=1, min_curves=3)
     round_ = sorted(tasks(12), key=lambda t: -quality(t.arch))  # best first
     results = [e for _, e in stopping.run(round_, LocalExecutor())]
     assert [e.status for e in results[:3]] == ["ok"] * 3  # nothing to compare with yet
@@ -164,14 +165,35 @@ def test_median_stopping_stops_curves_below_the_median_and_remembers_curves() ->
         assert (e.status, e.fidelity, e.cost) == ("stopped", 1, 1)
         assert "median stopping after 1 epochs" in e.error
     assert len(stopping.curves["full"]) == 3
-    restored = MedianStopping(Fake(epochs=4))
+    restored = CurveStopping(Fake(epochs=4))
     restored.load_state_dict(stopping.state_dict())
     assert restored.curves == stopping.curves
 
 
 def test_median_stopping_needs_an_estimator_that_trains_by_epoch() -> None:
     with pytest.raises(NasflowError, match="NB201TableEstimator does not"):
-        MedianStopping(NB201TableEstimator(TABLE_SPACE))
+        CurveStopping(NB201TableEstimator(TABLE_SPACE))
+    with pytest.raises(
+        NasflowError, match="unknown learning-curve rule 'mean'; choose from median"
+    ):
+        CurveStopping(Fake(), rule="mean")
+
+
+def test_power_law_forecasts_saturating_curves() -> None:
+    curve = [0.9 - 0.5 * t**-1.0 for t in range(1, 6)]
+    assert power_law_forecast(curve, 20) == pytest.approx(0.9 - 0.5 / 20, abs=1e-3)
+    assert power_law_forecast([0.5, 0.6], 20) is None  # too short to fit three parameters
+
+
+def test_extrapolation_stops_curves_that_cannot_catch_the_best() -> None:
+    finished = [[0.5, 0.7, 0.8, 0.85, 0.9, 0.92]] * 3
+    rule = ExtrapolationRule(finished, grace=3, min_curves=3, epochs=6, margin=0.02)
+    slow = [{"epoch": i, "val_acc": v} for i, v in enumerate([0.2, 0.25, 0.27])]
+    fast = [{"epoch": i, "val_acc": v} for i, v in enumerate([0.5, 0.72, 0.82])]
+    assert "curve extrapolation after 3 epochs" in (rule(slow) or "")
+    assert rule(fast) is None
+    assert rule(slow[:2]) is None  # within the grace epochs
+    assert ExtrapolationRule(finished[:2], 3, 3, 6, 0.02)(slow) is None  # too few curves
 
 
 def test_training_honours_a_stop_rule(prepared_digits: Path) -> None:

@@ -226,12 +226,14 @@ class HyperbandConfig:
 
 
 @dataclass
-class MedianStoppingConfig:
-    _target_: str = "nasflow.estimators.MedianStopping"
+class CurveStoppingConfig:
+    _target_: str = "nasflow.estimators.CurveStopping"
     _partial_: bool = False
     then: Any = MISSING  # must train epoch by epoch (training)
+    rule: str = "median"  # or extrapolate (a power law fitted to the curve so far)
     grace: int = 1  # epochs before a candidate may be stopped
     min_curves: int = 3  # finished curves needed before any is stopped
+    margin: float = 0.02  # extrapolate: how far below the best a forecast must fall
 
 
 @dataclass
@@ -418,7 +420,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "proxy": ProxyEstimatorConfig,
         "successive_halving": SuccessiveHalvingConfig,
         "hyperband": HyperbandConfig,
-        "median_stopping": MedianStoppingConfig,
+        "curve_stopping": CurveStoppingConfig,
         "prefilter": PreFilterConfig,
     },
     "ranker": {"proxy": ProxyRankerConfig, "predictor": PredictorRankerConfig},

@@ -1,7 +1,7 @@
 """Performance estimators: how good a candidate architecture is, at what cost."""
 
 from nasflow.estimators.base import Estimator, Evaluation
-from nasflow.estimators.fidelity import Hyperband, MedianStopping, SuccessiveHalving
+from nasflow.estimators.fidelity import CurveStopping, Hyperband, SuccessiveHalving
 from nasflow.estimators.filters import (
     PredictorRanker,
     PreFilter,
@@ -11,10 +11,10 @@ from nasflow.estimators.filters import (
 from nasflow.estimators.training import TrainingEstimator
 
 __all__ = [
+    "CurveStopping",
     "Estimator",
     "Evaluation",
     "Hyperband",
-    "MedianStopping",
     "PreFilter",
     "PredictorRanker",
     "ProxyEstimator",

@@ -5,9 +5,10 @@
   wrapped estimator's full fidelity.
 * `Hyperband` (Li et al. 2018) runs successive halving in brackets that trade how many
   candidates start against how low they start, cycling through the brackets.
-* `MedianStopping` (Golovin et al. 2017, Google Vizier) ends a candidate's training once
-  its best validation accuracy so far falls below the median of the finished curves at the
-  same epoch.
+* `CurveStopping` ends a candidate's training early: by the median rule (Golovin et al.
+  2017, Google Vizier: its best validation accuracy so far is below the median of the
+  finished curves at the same epoch) or by extrapolation (a power law fitted to its curve
+  predicts a final accuracy clearly below the best finished one; after Domhan et al. 2015).
 
 Each wraps another estimator (``then``) and is itself an estimator, so they stack: e.g. a
 proxy pre-filter, then successive halving whose rungs use median stopping, then training.
@@ -25,9 +26,12 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from nasflow.errors import NasflowError, check_int
 from nasflow.estimators.base import Estimator, Evaluation, StopRule
@@ -253,14 +257,105 @@ class MedianRule:
         return None
 
 
-class MedianStopping(Wrapper):
-    """The median stopping rule over whatever `then` trains.
+def power_law_forecast(curve: Sequence[float], epochs: int) -> float | None:
+    """The accuracy at `epochs` that y(t) = a - b * t**-c, fitted to `curve` (epochs 1..k
+    by least squares, a in [0, 1]), predicts; None when the fit fails. The pow3 family
+    of Domhan et al. 2015, alone rather than in their ensemble."""
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    t = np.arange(1, len(curve) + 1, dtype=float)
+    y = np.asarray(curve, dtype=float)
+    if len(y) < 3 or not np.all(np.isfinite(y)):
+        return None
+
+    def pow3(t: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+        return a - b * t ** (-c)
+
+    start = (min(1.0, float(y.max()) + 0.05), max(0.0, float(y.max() - y[0])) + 0.01, 0.5)
+    try:
+        with warnings.catch_warnings():  # a curve that fits exactly has no covariance
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (a, b, c), _ = curve_fit(
+                pow3, t, y, p0=start, bounds=([0.0, -1.0, 0.0], [1.0, 2.0, 4.0]), maxfev=2000
+            )
+    except (RuntimeError, ValueError):
+        return None
+    return float(np.clip(pow3(np.array([float(epochs)]), a, b, c)[0], 0.0, 1.0))
+
+
+class ExtrapolationRule:
+    """Stop once a power law fitted to the curve so far predicts a final accuracy more
+    than `margin` below the best finished curve's (the incumbent at this schedule).
+
+    A learning-rate schedule that anneals (cosine) lifts the last epochs above what the
+    early ones extrapolate to, so the forecast is calibrated on the finished curves: each
+    is forecast from its own first epochs the same way, and the largest shortfall of those
+    forecasts is added. A candidate is stopped only when even that correction leaves it
+    short.
+    """
+
+    def __init__(
+        self,
+        curves: Sequence[Sequence[float]],
+        grace: int,
+        min_curves: int,
+        epochs: int,
+        margin: float,
+    ) -> None:
+        self.finished = [list(curve) for curve in curves if len(curve) == epochs]
+        finals = [curve[-1] for curve in self.finished]
+        self.incumbent = max(finals) if len(finals) >= min_curves else None
+        self.grace = max(grace, 3)  # three points for three parameters
+        self.epochs = epochs
+        self.margin = margin
+        self.corrections: dict[int, float] = {}  # by epochs seen
+
+    def correction(self, done: int) -> float:
+        """The largest amount by which forecasts from `done` epochs fell short of the
+        finished curves' final accuracy (0 if they all overshot)."""
+        if done not in self.corrections:
+            shortfalls = [
+                curve[-1] - forecast
+                for curve in self.finished
+                if (forecast := power_law_forecast(curve[:done], self.epochs)) is not None
+            ]
+            self.corrections[done] = max([0.0, *shortfalls])
+        return self.corrections[done]
+
+    def __call__(self, history: Sequence[dict[str, float]]) -> str | None:
+        done = len(history)
+        if self.incumbent is None or done < self.grace or done >= self.epochs:
+            return None
+        forecast = power_law_forecast(
+            [epoch.get("val_acc", math.nan) for epoch in history], self.epochs
+        )
+        if forecast is None:
+            return None
+        forecast = min(1.0, forecast + self.correction(done))
+        if forecast + self.margin < self.incumbent:
+            return (
+                f"curve extrapolation after {done} epochs: forecast val_acc {forecast:.4f} "
+                f"at epoch {self.epochs}, more than {self.margin:g} below the best "
+                f"{self.incumbent:.4f}"
+            )
+        return None
+
+
+class CurveStopping(Wrapper):
+    """Learning-curve early stopping over whatever `then` trains.
 
     Args:
         then: A `stoppable` estimator (one that trains epoch by epoch).
-        grace: Epochs every candidate trains before it may be stopped.
+        rule: ``median``: stop when the best val_acc so far is below the median of the
+            finished curves' best at the same epoch (Golovin et al. 2017).
+            ``extrapolate``: stop when a power law fitted to the curve so far predicts a
+            final val_acc more than `margin` below the best finished one (after Domhan
+            et al. 2015).
+        grace: Epochs every candidate trains before it may be stopped (``extrapolate``
+            needs at least 3).
         min_curves: Finished curves (of the same length schedule) needed before any
             candidate is stopped.
+        margin: How far below the incumbent a forecast must fall (``extrapolate``).
         **context: Passed to `then`'s factory.
 
     The finished curves are kept per fidelity (a 3-epoch schedule is compared only with
@@ -268,24 +363,44 @@ class MedianStopping(Wrapper):
     Stopped candidates come back with status "stopped", their last score and a reason.
     """
 
+    RULES = ("median", "extrapolate")
+
     def __init__(
         self,
         then: Estimator | EstimatorFactory,
+        rule: str = "median",
         grace: int = 1,
         min_curves: int = 3,
+        margin: float = 0.02,
         **context: Any,
     ) -> None:
         super().__init__(then, context)
         if not self.then.stoppable:
             raise NasflowError(
-                f"median stopping needs an estimator that trains epoch by epoch; "
+                "learning-curve stopping needs an estimator that trains epoch by epoch; "
                 f"{type(self.then).__name__} does not"
+            )
+        if rule not in self.RULES:
+            raise NasflowError(
+                f"unknown learning-curve rule {rule!r}; choose from {', '.join(self.RULES)}"
             )
         check_int("estimator.grace", grace)
         check_int("estimator.min_curves", min_curves)
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0:
+            raise NasflowError(f"estimator.margin must be a number >= 0, got {margin!r}")
+        self.rule = rule
         self.grace = grace
         self.min_curves = min_curves
+        self.margin = float(margin)
         self.curves: dict[str, list[list[float]]] = {}  # by fidelity ("full" for None)
+
+    def stop_rule(self, fidelity: float | None) -> StopRule:
+        """The rule for a task at `fidelity`, from the curves finished so far."""
+        curves = self.curves.get(_key(fidelity), [])
+        if self.rule == "median":
+            return MedianRule(curves, self.grace, self.min_curves)
+        epochs = round(fidelity) if fidelity is not None else int(self.epochs or 0)
+        return ExtrapolationRule(curves, self.grace, self.min_curves, epochs, self.margin)
 
     def evaluate(
         self,
@@ -294,7 +409,7 @@ class MedianStopping(Wrapper):
         fidelity: float | None = None,
         stop: StopRule | None = None,
     ) -> Evaluation:
-        rule = MedianRule(self.curves.get(_key(fidelity), []), self.grace, self.min_curves)
+        rule = self.stop_rule(fidelity)
         return self.then.evaluate(
             arch, seed, fidelity, rule if stop is None else _either(rule, stop)
         )
