@@ -171,6 +171,56 @@ class ReinforceConfig:
     max_tries: int = 1000  # draws per ask to find an unseen architecture
 
 
+@dataclass
+class DartsSearchConfig:
+    """One-shot: DARTS (softmax), GDAS (gumbel) or DrNAS (dirichlet) on a supernet of the
+    nb201 or darts space; no estimator is used."""
+
+    _target_: str = "nasflow.oneshot.DartsSearch"
+    seed: int = SI("${seed}")
+    relaxation: str = "softmax"  # softmax (DARTS), gumbel (GDAS) or dirichlet (DrNAS)
+    order: int = 1  # the architect: 1 (first order) or 2 (unrolled, second order)
+    epochs: int = 10  # passes over the train split (weights) and the val split (alphas)
+    batch_size: int = 64
+    w_lr: float = 0.025  # the weights' SGD, cosine-annealed to w_lr_min
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 0.0003
+    grad_clip: float | None = 5.0
+    arch_lr: float = 0.0003  # the alphas' Adam
+    arch_weight_decay: float = 0.001
+    channels: int | None = None  # the supernet's size; None: the search space's
+    cells: int | None = None  # nb201: cells per stage; darts: layers
+    train_limit: int | None = None  # at most this many examples (a seeded subset)
+    val_limit: int | None = None
+
+
+@dataclass
+class EnasSearchConfig:
+    """One-shot: ENAS, an LSTM controller sampling child networks of a shared supernet."""
+
+    _target_: str = "nasflow.oneshot.EnasSearch"
+    seed: int = SI("${seed}")
+    epochs: int = 10
+    batch_size: int = 64
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 0.0003
+    grad_clip: float | None = 5.0
+    channels: int | None = None
+    cells: int | None = None
+    train_limit: int | None = None
+    val_limit: int | None = None
+    controller_steps: int = 20  # architectures rewarded per epoch
+    controller_batch: int = 10  # rewards per controller update
+    controller_lr: float = 0.05
+    entropy_weight: float = 0.1
+    baseline_decay: float = 0.5
+    controller_hidden: int = 32
+    final_samples: int = 10  # sampled at the end; the best on val is the result
+
+
 # -- estimation and training ---------------------------------------------------------------
 
 
@@ -333,6 +383,10 @@ class SearchConfig:
 class RetrainConfig:
     epochs: int = 40
     batch_size: int = 64
+    # The final training's own optimizer and schedule (`_partial_`s, as the training
+    # estimator's): the search may train nothing (a proxy, a table) or train differently.
+    optimizer: Any = MISSING
+    scheduler: Any = None
     # Settings of search_space to change for the retrained network only: a cell found
     # on a small network is retrained stacked larger, e.g. {channels: 36, layers: 20}.
     search_space: dict[str, Any] = field(default_factory=dict)
@@ -413,6 +467,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "local_search": LocalSearchConfig,
         "tpe": TPEConfig,
         "reinforce": ReinforceConfig,
+        "darts": DartsSearchConfig,
+        "enas": EnasSearchConfig,
     },
     "estimator": {
         "training": TrainingEstimatorConfig,

@@ -154,8 +154,8 @@ class SuccessiveHalving(Wrapper):
                 return
             ranked = sorted(
                 (task for task in alive if by_task[task.iteration].score is not None),
-                key=lambda task: -by_task[task.iteration].score,  # type: ignore[operator]
-            )  # stable: among equal scores, the earlier proposal goes on
+                key=lambda task: _rank_key(by_task[task.iteration]),
+            )
             keep = max(1, math.ceil(len(alive) / self.eta))
             promoted = {task.iteration for task in ranked[:keep]}
             for place, task in enumerate(ranked[keep:], start=keep + 1):
@@ -206,6 +206,14 @@ class Hyperband(SuccessiveHalving):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.next_bracket = state.get("next_bracket", 0)
+
+
+def _rank_key(evaluation: Evaluation) -> tuple[float, float]:
+    """Best first: the higher score, then the lower validation loss where scores tie (an
+    accuracy on a small validation split ties often; its loss rarely does), then (the
+    sort being stable) the earlier proposal."""
+    loss = evaluation.metrics.get("val_loss", math.inf)
+    return (-float(evaluation.score), loss if math.isfinite(loss) else math.inf)  # type: ignore[arg-type]
 
 
 def _combine(rungs: list[Evaluation], eliminated: str | None) -> Evaluation:

@@ -57,7 +57,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     params = {
         "retrain": OmegaConf.to_container(cfg.retrain, resolve=True),
-        "estimator": OmegaConf.to_container(cfg.estimator, resolve=True),
         "arch": arch.to_json(),
         "search_space": OmegaConf.to_container(cfg.search_space, resolve=True),
         "seed": cfg.seed,
@@ -73,8 +72,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             datamodule = InMemoryDataModule(
                 [data.splits["train"], data.splits["val"]], None, cfg.retrain.batch_size, cfg.seed
             )
-            optimizer = instantiate(cfg.estimator.optimizer)
-            scheduler = instantiate(cfg.estimator.scheduler) if cfg.estimator.scheduler else None
+            optimizer = instantiate(cfg.retrain.optimizer)
+            scheduler = instantiate(cfg.retrain.scheduler) if cfg.retrain.scheduler else None
             _, trainer, history = fit(
                 network,
                 datamodule,

@@ -14,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from nasflow.artifacts import architecture_record, write_csv, write_json, write_text_atomic
 from nasflow.errors import NasflowError
 from nasflow.loop import Candidate, Checkpoint, Stopping, run_search
+from nasflow.measure import count_flops, count_params
+from nasflow.oneshot.search import OneShotStrategy
 from nasflow.tracking import Tracker, git_commit
 from nasflow.training import InMemoryData
 
@@ -30,9 +32,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
     space = instantiate(cfg.search_space)
     strategy = instantiate(cfg.strategy, space=space)
+    tracker: Tracker = instantiate(cfg.tracking)
+    if getattr(strategy, "one_shot", False):
+        return _run_one_shot(cfg, strategy, data, tracker)
     estimator = instantiate(cfg.estimator, space=space, data=data, trainer=instantiate(cfg.trainer))
     executor = instantiate(cfg.executor)
-    tracker: Tracker = instantiate(cfg.tracking)
 
     tags = {
         "nasflow.stage": "search",
@@ -100,6 +104,79 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     checkpoint.remove()  # the search is complete: a rerun starts afresh
     log.info("best %.4f: %s", best.evaluation.score, best.arch.describe())
     return summary
+
+
+def _run_one_shot(
+    cfg: DictConfig, strategy: OneShotStrategy, data: InMemoryData, tracker: Tracker
+) -> dict[str, Any]:
+    """A weight-sharing search (DARTS, GDAS, DrNAS, ENAS): one supernet trained once, the
+    derived architecture written as a discrete search writes its best, so retrain and
+    evaluate run unchanged. The history holds one record per supernet epoch."""
+    space = strategy.space
+    log.info(
+        "%s one-shot search over the %s space on %s", strategy.name, space.name, data.info.name
+    )
+    tags = {
+        "nasflow.stage": "search",
+        "nasflow.strategy": strategy.name,
+        "nasflow.search_space": space.name,
+        "nasflow.dataset": data.info.name,
+        "nasflow.data_hash": data.info.content_hash,
+        "nasflow.seed": str(cfg.seed),
+        "mlflow.source.git.commit": git_commit(),
+    }
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    with tracker.run(f"search-{strategy.name}-{space.name}", tags, config) as run_id:
+        result = strategy.search(data, instantiate(cfg.trainer), tracker, _log_epoch)
+        final = result.epochs[-1]
+        network = space.build(result.arch, data.info.input_shape, data.info.num_classes)
+        summary = {
+            "best_score": result.score,  # the derived network's val accuracy in the supernet
+            "best_params": count_params(network),
+            "best_flops": count_flops(network, data.info.input_shape),
+            "supernet_val_acc": final["val_acc"],
+            "parameter_free": final["parameter_free"],
+            "epochs": len(result.epochs),
+            "seconds": round(result.seconds, 2),
+        }
+        tracker.log_metrics({f"final_{k}": float(v) for k, v in summary.items()})
+        record = architecture_record(space, result.arch, score=result.score, search_run_id=run_id)
+        tracker.log_dict(record, "best_architecture.json")
+        out = Path(cfg.paths.search)
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in result.epochs)
+        write_text_atomic(out / "history.jsonl", lines)
+        write_csv(
+            out / "progress.csv",
+            ["iteration", "score", "best_score", "val_acc", "entropy", "parameter_free"],
+            (
+                [
+                    r["epoch"],
+                    r["score"],
+                    r["score"],
+                    r["val_acc"],
+                    r["entropy"],
+                    r["parameter_free"],
+                ]
+                for r in result.epochs
+            ),
+        )
+        write_json(out / "summary.json", summary)
+        write_json(out / "best_architecture.json", record)
+    log.info("derived %s (val_acc %.4f)", result.arch.describe(), result.score)
+    return summary
+
+
+def _log_epoch(record: dict[str, Any]) -> None:
+    log.info(
+        "epoch %d  supernet val_acc %.4f  derived val_acc %.4f  entropy %.3f  "
+        "parameter-free ops %d  %s",
+        record["epoch"] + 1,
+        record["val_acc"],
+        record["score"],
+        record["entropy"],
+        record["parameter_free"],
+        record["arch_description"],
+    )
 
 
 def _fingerprint(config: dict[str, Any], data_hash: str) -> str:

@@ -1,0 +1,290 @@
+"""One-shot searches (DARTS, GDAS, DrNAS, ENAS) end to end on tiny synthetic data.
+
+Every supernet is a few channels on 8x8 images and every search two epochs of a handful
+of batches, so each test takes seconds on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import TensorDataset
+
+from nasflow.data import DatasetInfo
+from nasflow.errors import NasflowError
+from nasflow.oneshot.search import (
+    RECORD_KEYS,
+    ControllerSampler,
+    DartsSearch,
+    EnasSearch,
+    OneShotResult,
+    build_supernet,
+    one_hot_weights,
+)
+from nasflow.oneshot.supernet import supernet_logits
+from nasflow.search_spaces import ChainSpace
+from nasflow.search_spaces.darts import DARTS_V2, DartsSpace
+from nasflow.search_spaces.nb201 import NB201Architecture, NB201Space
+from nasflow.search_strategies.reinforce import Reinforce
+from nasflow.tracking.base import Tracker
+from nasflow.training.data import InMemoryData
+
+CLASSES = 10
+TRAINER = partial(
+    pl.Trainer,
+    accelerator="cpu",
+    devices=1,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+)
+# The supernet sizes of the tests: NB201 with one cell per stage, DARTS with three cells.
+SPACES = {
+    "nb201": (NB201Space(channels=16, cells_per_stage=5), {"channels": 4, "cells": 1}),
+    "darts": (DartsSpace(channels=16, layers=8), {"channels": 4, "cells": 3}),
+}
+FAST = {"epochs": 2, "batch_size": 16}
+
+
+def _data(n: int = 32, shape: tuple[int, int, int] = (1, 8, 8), seed: int = 0) -> InMemoryData:
+    """`n` training and `n` validation images: a fixed template per class plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.randn((CLASSES, *shape), generator=g)
+
+    def split() -> TensorDataset:
+        labels = torch.randint(CLASSES, (n,), generator=g)
+        images = templates[labels] + 0.5 * torch.randn((n, *shape), generator=g)
+        return TensorDataset(images, labels)
+
+    info = DatasetInfo(
+        name="synthetic",
+        class_names=tuple(str(i) for i in range(CLASSES)),
+        input_shape=shape,
+        num_classes=CLASSES,
+        sizes={"train": n, "val": n},
+        mean=(0.0,) * shape[0],
+        std=(1.0,) * shape[0],
+        content_hash="synthetic",
+    )
+    return InMemoryData(info, {"train": split(), "val": split()})
+
+
+class Recorder(Tracker):
+    """Keeps everything it is asked to log (artifacts read at once: they are temporary)."""
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple[int | None, dict[str, float]]] = []
+        self.dicts: dict[str, Any] = {}
+        self.artifacts: dict[str, bytes] = {}
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+    def log_dict(self, data: Any, filename: str) -> None:
+        self.dicts[filename] = json.loads(json.dumps(data))  # must be JSON as it is
+
+    def log_artifact(self, path: str) -> None:
+        self.artifacts[Path(path).name] = Path(path).read_bytes()
+
+
+def _run(strategy: DartsSearch | EnasSearch, data: InMemoryData | None = None):
+    tracker, seen = Recorder(), []
+    result = strategy.search(data or _data(), TRAINER, tracker, on_epoch=seen.append)
+    return result, tracker, seen
+
+
+def _check_run(
+    result: OneShotResult, tracker: Recorder, seen: list, space: Any, edges: dict[str, int]
+) -> None:
+    """What every search must produce: a valid architecture, records, metrics, artifacts."""
+    space.validate(result.arch)
+    assert space.from_json(result.arch.to_json()) == result.arch
+    assert 0.0 <= result.score <= 1.0 and result.seconds > 0
+    assert [r["epoch"] for r in result.epochs] == [0, 1] and seen == result.epochs
+    for record in result.epochs:
+        assert set(RECORD_KEYS) <= set(record)
+        space.from_json(record["arch"])
+        assert record["arch_description"] == space.from_json(record["arch"]).describe()
+        assert math.isfinite(record["train_loss"]) and math.isfinite(record["val_loss"])
+        assert 0 <= record["train_acc"] <= 1 and 0 <= record["val_acc"] <= 1
+        assert record["entropy"] >= 0 and record["seconds"] > 0
+        assert set(record["alphas"]) == set(edges)
+        for cell, rows in record["alphas"].items():
+            assert len(rows) == edges[cell]
+            assert all(math.isclose(sum(row), 1.0, rel_tol=1e-4) for row in rows)
+    assert [step for step, _ in tracker.metrics] == [0, 1]
+    for _, metrics in tracker.metrics:
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "entropy", "parameter_free"):
+            assert isinstance(metrics[key], float)
+        cell = next(iter(edges))
+        assert any(key.startswith(f"alpha.{cell}.e0.") for key in metrics)
+        assert len([k for k in metrics if k.startswith("alpha.")]) == sum(
+            n * len(result.epochs[0]["alphas"][c][0]) for c, n in edges.items()
+        )
+    assert tracker.artifacts["alphas.png"].startswith(b"\x89PNG")
+    saved = tracker.dicts["oneshot.json"]
+    assert saved["arch"] == result.arch.to_json() and saved["score"] == result.score
+    assert len(saved["epochs"]) == 2
+
+
+EDGES = {"nb201": {"cell": 6}, "darts": {"normal": 14, "reduce": 14}}
+
+
+@pytest.mark.parametrize("space_name", ["nb201", "darts"])
+@pytest.mark.parametrize(
+    ("relaxation", "order"),
+    [("softmax", 1), ("softmax", 2), ("gumbel", 1), ("dirichlet", 1)],
+    ids=["darts-1st", "darts-2nd", "gdas", "drnas"],
+)
+def test_darts_search_runs_and_logs(space_name: str, relaxation: str, order: int) -> None:
+    space, size = SPACES[space_name]
+    strategy = DartsSearch(space, seed=0, relaxation=relaxation, order=order, **FAST, **size)
+    result, tracker, seen = _run(strategy)
+    _check_run(result, tracker, seen, space, EDGES[space_name])
+    assert result.score == result.epochs[-1]["score"]
+    assert result.epochs[-1]["arch"] == result.arch.to_json()
+    if relaxation == "gumbel":  # GDAS' tau falls from 10 to 0.1 over the epochs
+        assert [r["tau"] for r in result.epochs] == [10.0, pytest.approx(0.1)]
+    # The cosine schedule lowers the weights' learning rate after the first epoch.
+    assert result.epochs[0]["w_lr"] == 0.025 > result.epochs[1]["w_lr"]
+
+
+def test_darts_search_is_reproducible_from_its_seed() -> None:
+    space, size = SPACES["nb201"]
+
+    def run(seed: int) -> OneShotResult:
+        strategy = DartsSearch(space, seed=seed, relaxation="gumbel", **FAST, **size)
+        return _run(strategy)[0]
+
+    first, again, other = run(3), run(3), run(4)
+    for key in ("alphas", "train_loss", "val_acc", "arch"):
+        assert [r[key] for r in first.epochs] == [r[key] for r in again.epochs]
+    assert first.arch == again.arch and first.score == again.score
+    assert [r["alphas"] for r in first.epochs] != [r["alphas"] for r in other.epochs]
+
+
+def test_darts_search_uses_limited_subsets_of_the_splits() -> None:
+    space, size = SPACES["nb201"]
+    strategy = DartsSearch(space, train_limit=16, val_limit=8, **FAST, **size)
+    result, _, _ = _run(strategy, _data(n=64))
+    space.validate(result.arch)
+
+
+@pytest.mark.parametrize(
+    ("space", "settings", "message"),
+    [
+        (NB201Space.tiny(), {"relaxation": "snas"}, "relaxation must be one of .* got 'snas'"),
+        (NB201Space.tiny(), {"order": 3}, "order must be 1 or 2, got 3"),
+        (NB201Space.tiny(), {"epochs": 0}, "epochs must be a positive integer, got 0"),
+        (NB201Space.tiny(), {"w_lr": -1.0}, r"w_lr must be a number > 0.0, got -1.0"),
+        (NB201Space.tiny(), {"cells": 0}, "cells must be an integer >= 1 or null, got 0"),
+        (DartsSpace.tiny(), {"cells": 2}, "cells must be an integer >= 3, got 2"),
+        (ChainSpace.tiny(), {}, "search_space 'chain' has none .*allowed: nb201, darts"),
+    ],
+)
+def test_darts_search_rejects_bad_settings(space: Any, settings: dict, message: str) -> None:
+    with pytest.raises(NasflowError, match=message):
+        DartsSearch(space, **settings)
+
+
+def test_enas_rejects_bad_settings() -> None:
+    with pytest.raises(NasflowError, match="controller_steps must be a positive integer, got 0"):
+        EnasSearch(NB201Space.tiny(), controller_steps=0)
+    with pytest.raises(NasflowError, match="search_space 'chain' has none"):
+        EnasSearch(ChainSpace.tiny())
+
+
+@pytest.mark.parametrize("space_name", ["nb201", "darts"])
+def test_enas_search_runs_and_logs(space_name: str) -> None:
+    space, size = SPACES[space_name]
+    strategy = EnasSearch(
+        space, seed=0, controller_steps=4, controller_batch=2, final_samples=3, **FAST, **size
+    )
+    result, tracker, seen = _run(strategy)
+    _check_run(result, tracker, seen, space, EDGES[space_name])
+    final = tracker.dicts["oneshot.json"]["final_candidates"]
+    assert 1 <= len(final) <= 3
+    assert result.score == max(candidate["val_acc"] for candidate in final)
+    # The controller learnt: two updates per epoch of four rewards in batches of two.
+    assert result.epochs[-1]["controller.updates"] == 4.0
+
+
+def test_enas_search_is_reproducible_from_its_seed() -> None:
+    space, size = SPACES["nb201"]
+
+    def run(seed: int) -> OneShotResult:
+        strategy = EnasSearch(
+            space, seed=seed, controller_steps=4, controller_batch=2, **FAST, **size
+        )
+        return _run(strategy)[0]
+
+    first, again = run(1), run(1)
+    assert first.epochs == [
+        {**r, "seconds": f["seconds"]} for r, f in zip(again.epochs, first.epochs, strict=True)
+    ]
+    assert first.arch == again.arch and first.score == again.score
+
+
+@pytest.mark.parametrize("strategy", ["gdas-2nd", "enas"])
+def test_searches_run_under_mixed_precision(strategy: str) -> None:
+    """bf16 autocast (what a GPU trainer config sets, here on the CPU): the architect's
+    unrolled step, the manual evaluation passes and the clipping all run under it."""
+    space, size = SPACES["nb201"]
+    search: DartsSearch | EnasSearch = (
+        DartsSearch(space, relaxation="gumbel", order=2, **FAST, **size)
+        if strategy == "gdas-2nd"
+        else EnasSearch(space, controller_steps=2, controller_batch=2, **FAST, **size)
+    )
+    trainer = partial(TRAINER, precision="bf16-mixed")
+    result = search.search(_data(), trainer, Recorder())
+    space.validate(result.arch)
+    assert all(
+        math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in result.epochs
+    )
+
+
+def test_controller_sampler_draws_from_the_reinforce_controller() -> None:
+    space = NB201Space.tiny()
+    strategy = Reinforce(space, budget=10, seed=0)
+    sampler = ControllerSampler(strategy, torch.Generator().manual_seed(0))
+    samples = sampler.sample(5)
+    for sample in samples:
+        space.validate(sample.arch)
+        assert sample.log_prob == pytest.approx(strategy.log_probability(sample.arch), abs=1e-5)
+        assert 0 < sample.entropy <= 6 * math.log(5) + 1e-6
+    again = ControllerSampler(strategy, torch.Generator().manual_seed(0)).sample(5)
+    assert [s.arch for s in again] == [s.arch for s in samples]
+    greedy = sampler.sample(2, greedy=True)
+    assert greedy[0].arch == greedy[1].arch
+
+
+def test_one_hot_weights_select_the_architecture() -> None:
+    nb201 = build_supernet(NB201Space.tiny(), (1, 8, 8), CLASSES)
+    arch = NB201Architecture(("none", "skip_connect", "nor_conv_1x1") * 2)
+    weights = one_hot_weights(nb201, arch)["cell"]
+    assert weights.sum().item() == 6 and weights[2, nb201.ops.index("nor_conv_1x1")] == 1
+    darts = build_supernet(DartsSpace.tiny(), (1, 8, 8), CLASSES)
+    assert darts.ops[0] == "none"
+    both = one_hot_weights(darts, DARTS_V2)
+    for cell in ("normal", "reduce"):
+        assert torch.equal(both[cell].sum(1), torch.ones(14))
+        assert (both[cell][:, 0] == 0).sum() == 8  # the genotype's eight edges, not none
+    with pytest.raises(NasflowError, match="cannot put a DartsGenotype on a NB201Supernet"):
+        one_hot_weights(nb201, DARTS_V2)
+
+
+@pytest.mark.parametrize("space", [NB201Space.tiny(), DartsSpace.tiny()], ids=["nb201", "darts"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)], ids=["digits", "cifar"])
+def test_supernets_take_digits_and_cifar_sized_images(space: Any, shape: tuple) -> None:
+    network = build_supernet(space, shape, CLASSES, channels=2)
+    arch = space.sample(np.random.default_rng(0))
+    logits = supernet_logits(network, torch.randn(2, *shape), one_hot_weights(network, arch))
+    assert logits.shape == (2, CLASSES)
