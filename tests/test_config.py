@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 
 from nasflow.data import DataSource
 from nasflow.errors import NasflowError
+from nasflow.oneshot import OneShotStrategy
 from nasflow.params import compose_params
 from nasflow.search_spaces import SearchSpace
 from nasflow.search_strategies import SearchStrategy
@@ -31,6 +32,9 @@ def test_params_yaml_is_conf_composed() -> None:
     assert (ROOT / "params.yaml").read_text() == compose_params(ROOT / "conf")
 
 
+ONE_SHOT = ("darts", "gdas", "drnas", "enas")
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_builds(group: str, option: str) -> None:
     # Your own images have no default location: the one value an option cannot guess.
@@ -41,6 +45,9 @@ def test_every_option_composes_and_builds(group: str, option: str) -> None:
         assert isinstance(instantiate(node.source), DataSource)
     elif group == "search_space":
         assert isinstance(instantiate(node), SearchSpace)
+    elif group == "strategy" and option in ONE_SHOT:  # supernets exist for cell spaces only
+        space = instantiate(compose_config(["search_space=nb201"]).search_space)
+        assert isinstance(instantiate(node, space=space), OneShotStrategy)
     elif group == "strategy":
         space = instantiate(compose_config([]).search_space)
         assert isinstance(instantiate(node, space=space), SearchStrategy)
