@@ -36,7 +36,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -
 @pytest.mark.parametrize(
     ("stage", "overrides", "expected"),
     [
-        ("search", ["strategy=evolutionn"], ["strategy=evolutionn", "evolution, grid"]),
+        (
+            "search",
+            ["strategy=evolutionn"],
+            ["strategy=evolutionn", "evolution", "grid", "reinforce"],
+        ),
         ("search", ["search_space=resnet"], ["search_space=resnet", "chain"]),
         ("prepare", ["data=imagenet"], ["data=imagenet", "digits", "mnist"]),
         ("search", ["strategy.budgt=3"], ["budgt", "RandomSearchConfig"]),

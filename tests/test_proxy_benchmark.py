@@ -54,3 +54,23 @@ def test_bad_settings(tmp_path: Path, prepared_digits: Path) -> None:
 
 def test_every_proxy_is_known_to_the_default_vote() -> None:
     assert set(compose_config().proxy_benchmark.vote) <= set(PROXIES)
+
+
+def test_saved_scores_are_correlated_again_without_rescoring(
+    tmp_path: Path, prepared_digits: Path
+) -> None:
+    first = run(tmp_path, prepared_digits, "proxy_benchmark.proxies=[synflow,params]")
+    saved = tmp_path / "first.json"
+    saved.write_text((tmp_path / "out" / "proxies.json").read_text())
+    again = run(
+        tmp_path, prepared_digits, f"proxy_benchmark.from_scores={saved}", "paths.prepared=/none"
+    )  # no data needed: nothing is scored
+    assert again["rescored_from"] == str(saved)
+    assert again["cells_scored"] == first["cells_scored"]
+    for name in ("synflow", "params"):
+        for column in ("cifar10_valid_test_acc", "cifar10_test_acc", "cifar10_valid_acc"):
+            key = f"spearman_{column}"
+            assert again["proxies"][name][key] == pytest.approx(first["proxies"][name][key])
+    (tmp_path / "bad.json").write_text('{"proxies": {}}')
+    with pytest.raises(NasflowError, match=r"is not a proxies\.json written by this benchmark"):
+        run(tmp_path, prepared_digits, f"proxy_benchmark.from_scores={tmp_path / 'bad.json'}")

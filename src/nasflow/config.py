@@ -418,6 +418,7 @@ class ProxyBenchmarkConfig:
     data_root: str = "../shared/datasets/cifar10-jpeg"  # else the prepared data
     seed: int = 0
     output: str = "results/proxy_benchmark"
+    from_scores: str | None = None  # an earlier proxies.json: correlate its scores again
 
 
 @dataclass
