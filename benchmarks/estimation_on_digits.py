@@ -96,12 +96,19 @@ def main() -> None:
         metavar="NAME=OVERRIDES",
         help="add or replace a variant (Hydra overrides, space-separated)",
     )
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run these variants (full_training always)"
+    )
     parser.add_argument("--output", default="benchmarks/results/estimation_on_digits.json")
     args = parser.parse_args()
     variants = dict(VARIANTS)
     for entry in args.variant:
         name, _, overrides = entry.partition("=")
         variants[name] = overrides
+    if args.only:
+        if unknown := sorted(set(args.only) - set(variants)):
+            sys.exit(f"error: unknown variant {unknown[0]!r}; choose from {', '.join(variants)}")
+        variants = {n: o for n, o in variants.items() if n == "full_training" or n in args.only}
     if not (ROOT / "data" / "prepared" / "meta.json").is_file():
         sys.exit("error: no prepared data in data/prepared: run `dvc repro prepare` first")
     runs: dict[str, dict[str, Any]] = {}
