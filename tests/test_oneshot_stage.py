@@ -36,7 +36,9 @@ def stage_config(tmp_path: Path, prepared: Path, *overrides: str) -> object:
     )
 
 
-@pytest.mark.parametrize("strategy", ["darts", "gdas", "drnas", "enas"])
+# GDAS and DrNAS differ from darts only in the relaxation, which test_oneshot_search.py
+# runs on both spaces; here the stage's two kinds of one-shot search.
+@pytest.mark.parametrize("strategy", ["darts", "enas"])
 def test_one_shot_search_writes_what_retrain_reads(
     strategy: str, tmp_path: Path, prepared_digits: Path
 ) -> None:
@@ -52,9 +54,7 @@ def test_one_shot_search_writes_what_retrain_reads(
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert run.data.tags["nasflow.strategy"] == strategy.replace("gdas", "darts").replace(
-        "drnas", "darts"
-    )
+    assert run.data.tags["nasflow.strategy"] == strategy
     assert {"val_acc", "entropy", "parameter_free", "final_best_score"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"alphas.png", "oneshot.json", "best_architecture.json"} <= artifacts
