@@ -26,7 +26,7 @@ import torch
 from nasflow.errors import NasflowError, check_int
 from nasflow.estimators.base import Estimator, Evaluation, StopRule
 from nasflow.estimators.fidelity import EstimatorFactory, Wrapper
-from nasflow.executors import Executor, Task
+from nasflow.executors import Executor, LocalExecutor, Task
 from nasflow.proxies import PROXIES
 from nasflow.search_spaces.base import Architecture, SearchSpace
 
@@ -311,16 +311,9 @@ def _signed_log(value: float) -> float:
     return math.copysign(math.log1p(abs(value)), value)
 
 
-class _Inline(Executor):
-    """Runs in this process: the few proxy scores a predictor needs for one observation
-    (remembered from the round that proposed it, so usually none)."""
-
-    def run(self, estimator: Estimator, tasks: Sequence[Task]) -> Iterator[tuple[Task, Evaluation]]:
-        for task in tasks:
-            yield task, estimator.evaluate(task.arch, task.seed, task.fidelity)
-
-
-_INLINE = _Inline()
+# The few proxy scores a predictor needs for one observation are computed here, in this
+# process (usually none: they are remembered from the round that proposed it).
+_INLINE = LocalExecutor()
 
 
 class PreFilter(Wrapper):

@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from nasflow.errors import NasflowError
+from nasflow.errors import NasflowError, check_int
 from nasflow.estimators.base import Evaluation
 from nasflow.oneshot.architect import Architect
 from nasflow.oneshot.derive import derive, parameter_free_count
@@ -195,10 +195,7 @@ class OneShotStrategy(ABC):
 
 
 def _int(key: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        must = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise NasflowError(f"strategy.{key} must be {must}, got {value!r}")
-    return value
+    return check_int(f"strategy.{key}", value, minimum)
 
 
 def _optional_int(key: str, value: Any, minimum: int = 1) -> int | None:
