@@ -114,7 +114,9 @@ def test_nb201_supernet_with_one_hot_weights_is_the_discrete_network() -> None:
     arch = NB201Architecture(
         edges=("nor_conv_3x3", "skip_connect", "none", "avg_pool_3x3", "nor_conv_1x1", "none")
     )
-    net = _nb201()
+    torch.manual_seed(0)
+    # With affine batch norm, as the discrete network has (a search supernet's is not).
+    net = NB201Supernet(1, CLASSES, channels=2, cells_per_stage=1, affine=True)
     discrete = NB201Network(arch, 1, CLASSES, channels=2, cells_per_stage=1)
     # The discrete network's weights are the supernet's chosen candidates'.
     state = net.state_dict()
@@ -289,6 +291,64 @@ def test_dirichlet_samples_rows_on_the_simplex_reproducibly() -> None:
     torch.testing.assert_close(mean, concentration / concentration.sum(-1, keepdim=True))
     softplus = Dirichlet("softplus").derivation_weights(alpha.detach())
     torch.testing.assert_close(softplus.sum(-1), torch.ones(6))
+
+
+def test_dirichlet_kl_regulariser_is_the_kl_to_the_flat_dirichlet() -> None:
+    from torch.distributions import Dirichlet as Dist
+    from torch.distributions import kl_divergence
+
+    alpha = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    assert Dirichlet().regularizer(alpha) is None  # DrNAS' default: l2 (Adam's decay) only
+    term = Dirichlet(kl_weight=0.5).regularizer(alpha)
+    assert term is not None
+    concentration = F.elu(alpha) + 1
+    expected = 0.5 * kl_divergence(Dist(concentration), Dist(torch.ones(6, 5))).sum()
+    torch.testing.assert_close(term, expected)
+    # Zero at the flat Dirichlet (elu(0) + 1 = 1), positive elsewhere.
+    assert float(Dirichlet(kl_weight=1.0).regularizer(torch.zeros(2, 5))) == pytest.approx(0.0)
+    assert float(term) > 0
+    with pytest.raises(NasflowError, match="kl_weight must be a number >= 0, got -1"):
+        Dirichlet(kl_weight=-1)
+
+
+def test_architect_adds_the_regulariser_gradient() -> None:
+    net = _nb201()
+    g = torch.Generator().manual_seed(0)
+    batch = _batch(g)
+
+    def gradient(kl_weight: float) -> Tensor:
+        alpha = ArchParameters.for_network(net, torch.Generator().manual_seed(1))
+        relaxation = Dirichlet(kl_weight=kl_weight)
+        architect = Architect(net, alpha, relaxation, generator=torch.Generator().manual_seed(2))
+        return architect.gradient(batch, batch)["cell"]
+
+    alpha = ArchParameters.for_network(net, torch.Generator().manual_seed(1))["cell"].detach()
+    alpha.requires_grad_(True)
+    term = Dirichlet(kl_weight=2.0).regularizer(alpha)
+    assert term is not None
+    (expected,) = torch.autograd.grad(term, alpha)
+    torch.testing.assert_close(gradient(2.0) - gradient(0.0), expected)
+
+
+@pytest.mark.parametrize("relaxation", [Softmax(), Gumbel(tau=1.0), Dirichlet()])
+def test_pruned_ops_get_zero_weight_and_the_rest_are_renormalised(relaxation) -> None:
+    alpha = ArchParameters({"cell": (6, 5)}, torch.Generator().manual_seed(0), scale=1.0)
+    before = alpha.derivation_weights(relaxation)["cell"]
+    alpha.prune(relaxation, keep=2)
+    mask = alpha.mask("cell")
+    assert mask.sum(-1).tolist() == [2] * 6
+    # The two strongest ops of each edge are kept.
+    assert torch.equal(mask, torch.zeros_like(mask).scatter_(-1, before.topk(2).indices, True))
+    derived = alpha.derivation_weights(relaxation)["cell"]
+    kept = before * mask
+    torch.testing.assert_close(derived, kept / kept.sum(-1, keepdim=True))
+    for seed in range(5):
+        weights = alpha.weights(relaxation, torch.Generator().manual_seed(seed))["cell"]
+        assert torch.all(weights[~mask] == 0)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(6))
+    # Pruning again keeps a subset of what is left.
+    alpha.prune(relaxation, keep=1)
+    assert torch.all(alpha.mask("cell") <= mask) and alpha.mask("cell").sum() == 6
 
 
 def test_relaxation_registry() -> None:

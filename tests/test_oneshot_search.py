@@ -202,12 +202,62 @@ def test_darts_search_uses_limited_subsets_of_the_splits() -> None:
         (NB201Space.tiny(), {"w_lr": -1.0}, r"w_lr must be a number > 0.0, got -1.0"),
         (NB201Space.tiny(), {"cells": 0}, "cells must be an integer >= 1 or null, got 0"),
         (DartsSpace.tiny(), {"cells": 2}, "cells must be an integer >= 3, got 2"),
+        (NB201Space.tiny(), {"warmup_epochs": -1}, "warmup_epochs must be an integer >= 0"),
+        (NB201Space.tiny(), {"kl_weight": 0.1}, "kl_weight is DrNAS' .* relaxation 'softmax'"),
+        (NB201Space.tiny(), {"prune_epoch": 10}, r"prune_epoch must be below epochs \(10\)"),
+        (NB201Space.tiny(), {"keep_ops": 0}, "keep_ops must be a positive integer, got 0"),
+        (NB201Space.tiny(), {"epoch": 3}, "unknown one-shot setting strategy.epoch;"),
         (ChainSpace.tiny(), {}, "search_space 'chain' has none .*allowed: nb201, darts"),
     ],
 )
 def test_darts_search_rejects_bad_settings(space: Any, settings: dict, message: str) -> None:
     with pytest.raises(NasflowError, match=message):
         DartsSearch(space, **settings)
+
+
+def test_warm_up_freezes_alpha_and_pruning_shrinks_the_candidates() -> None:
+    """DrNAS' schedule: alpha frozen for `warmup_epochs`, then searched; at `prune_epoch`
+    every edge keeps `keep_ops` ops, and a fresh warm-up follows."""
+    space, size = SPACES["nb201"]
+    strategy = DartsSearch(
+        space,
+        relaxation="dirichlet",
+        kl_weight=0.01,
+        warmup_epochs=1,
+        prune_epoch=2,
+        keep_ops=2,
+        arch_lr=0.05,
+        epochs=4,
+        batch_size=16,
+        **size,
+    )
+    result, _, _ = _run(strategy)
+    records = result.epochs
+    assert [r["searching"] for r in records] == [False, True, False, True]
+    assert [r["candidate_ops"] for r in records] == [30, 30, 12, 12]
+
+    def spread(record: dict) -> float:  # how far the op weights are from uniform
+        return float(np.abs(np.array(record["alphas"]["cell"]) - 0.2).max())
+
+    # Frozen in the warm-up: epoch 0 ends at the initial, near-uniform weights (alpha is
+    # 1e-3 * N(0, 1)); the searched epoch moves them.
+    assert spread(records[0]) < 2e-3 < 5e-3 < spread(records[1])
+    assert records[3]["alphas"] != records[2]["alphas"]
+    kept = [[w > 0 for w in row] for row in records[2]["alphas"]["cell"]]
+    assert all(sum(row) == 2 for row in kept)
+    # Epoch 2 warms up again: its weights are epoch 1's, restricted to the kept ops.
+    before = np.array(records[1]["alphas"]["cell"]) * np.array(kept)
+    restricted = before / before.sum(axis=1, keepdims=True)
+    assert np.array(records[2]["alphas"]["cell"]) == pytest.approx(restricted, abs=1e-6)
+    for record in records[2:]:
+        for row, keep in zip(record["alphas"]["cell"], kept, strict=True):
+            assert [w > 0 for w in row] == keep
+            assert sum(row) == pytest.approx(1.0)
+    # The derived architecture uses kept ops only.
+    arch = result.arch
+    assert isinstance(arch, NB201Architecture)
+    ops = list(space.ops)
+    assert all(keep[ops.index(op)] for op, keep in zip(arch.edges, kept, strict=True))
 
 
 def test_enas_rejects_bad_settings() -> None:

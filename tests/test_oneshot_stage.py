@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from nasflow.errors import NasflowError
 from nasflow.search_spaces import NB201Space
 from nasflow.stages import evaluate, retrain, search
+from nasflow.stages.search import table_reference
 from tests.conftest import compose_config
 
 
@@ -51,11 +52,18 @@ def test_one_shot_search_writes_what_retrain_reads(
     history = (tmp_path / "search" / "history.jsonl").read_text().splitlines()
     if strategy != "enas":  # ENAS's result is the best of its final samples, not an epoch's
         assert json.loads(history[0])["arch_description"] == arch.describe()
+    # What the NB201 table says of the derived cell, per epoch and in the summary.
+    reference = table_reference(arch)
+    assert 10 <= summary["nb201_cifar10_test_acc"] <= 95
+    assert summary["nb201_cifar10_test_acc"] == reference["nb201_cifar10_test_acc"]
+    assert 0 <= summary["nb201_top_percent"] < 100
+    assert "nb201_cifar10_test_acc" in json.loads(history[0])
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.data.tags["nasflow.strategy"] == strategy
-    assert {"val_acc", "entropy", "parameter_free", "final_best_score"} <= set(run.data.metrics)
+    logged = {"val_acc", "entropy", "parameter_free", "final_best_score", "nb201_top_percent"}
+    assert logged <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"alphas.png", "oneshot.json", "best_architecture.json"} <= artifacts
 

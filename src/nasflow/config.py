@@ -188,7 +188,11 @@ class DartsSearchConfig:
     w_weight_decay: float = 0.0003
     grad_clip: float | None = 5.0
     arch_lr: float = 0.0003  # the alphas' Adam
-    arch_weight_decay: float = 0.001
+    arch_weight_decay: float = 0.001  # DrNAS' l2 regulariser
+    warmup_epochs: int = 0  # first epochs train the weights only (alphas stay uniform)
+    kl_weight: float = 0.0  # DrNAS' KL regulariser towards Dirichlet(1); dirichlet only
+    prune_epoch: int | None = None  # DrNAS' progressive shrinking: from this epoch (from 0)...
+    keep_ops: int = 3  # ...each edge keeps its keep_ops strongest ops (and warms up again)
     channels: int | None = None  # the supernet's size; None: the search space's
     cells: int | None = None  # nb201: cells per stage; darts: layers
     train_limit: int | None = None  # at most this many examples (a seeded subset)

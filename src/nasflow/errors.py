@@ -1,4 +1,7 @@
-"""The one exception type that reaches users as a single line instead of a traceback."""
+"""The one exception type that reaches users as a single line instead of a traceback,
+and the checks of settings that raise it."""
+
+import math
 
 
 class NasflowError(Exception):
@@ -16,3 +19,32 @@ def check_int(key: str, value: object, minimum: int = 1) -> int:
         must = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise NasflowError(f"{key} must be {must}, got {value!r}")
     return value
+
+
+def check_optional_int(key: str, value: object, minimum: int = 1) -> int | None:
+    """`check_int`, with None allowed (an unset limit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise NasflowError(f"{key} must be an integer >= {minimum} or null, got {value!r}")
+    return value
+
+
+def check_number(
+    key: str, value: object, low: float = 0.0, high: float = math.inf, open_low: bool = False
+) -> float:
+    """`value` as a float if it is a finite number (not a bool) in [low, high), or in
+    (low, high) with `open_low`; otherwise a NasflowError naming the key and the range."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and (value > low if open_low else value >= low)
+        and value < high
+    )
+    if not ok:
+        lower = f"> {low}" if open_low else f">= {low}"
+        allowed = f"{lower} and < {high}" if math.isfinite(high) else lower
+        raise NasflowError(f"{key} must be a number {allowed}, got {value!r}")
+    assert isinstance(value, int | float)
+    return float(value)

@@ -28,6 +28,9 @@ network's parameters, their ``.grad`` and its batch-norm statistics are exactly 
 step (the validation batches do not update the running statistics, unlike DARTS' code).
 Only the architecture parameters and their Adam state change.
 
+A relaxation with a regulariser (DrNAS' KL term, `Relaxation.regularizer`) has its
+gradient added to the architecture gradient at either order.
+
 The loss is a function ``loss_fn(network, weights, batch) -> Tensor`` of the supernet, its
 op weights by name (see `ArchParameters.weights`) and a batch; `cross_entropy_loss` is the
 usual one, for ``(images, labels)`` batches and either supernet.
@@ -192,6 +195,15 @@ class Architect:
         self.optimizer.step()
         return loss
 
+    def _regularized(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`grads` plus the gradient of the relaxation's regularizer (if it has one)."""
+        result = dict(grads)
+        for name, alpha in self.arch_params.items():
+            term = self.relaxation.regularizer(alpha)
+            if term is not None:
+                result[name] = result[name] + torch.autograd.grad(term, alpha)[0]
+        return result
+
     def gradient(
         self,
         train_batch: Any,
@@ -237,7 +249,8 @@ class Architect:
         val_loss = self._loss(unrolled, self._weights(state), val_batch)
         alphas = [alpha for _, alpha in self.arch_params.items()]
         exact = torch.autograd.grad(val_loss, alphas)
-        return {name: g.detach() for name, g in zip(self.arch_params.keys(), exact, strict=True)}
+        names = self.arch_params.keys()
+        return self._regularized({n: g.detach() for n, g in zip(names, exact, strict=True)})
 
     # -- the gradients -------------------------------------------------------------------
 
@@ -255,7 +268,7 @@ class Architect:
             state = self._generator_state()
             loss = self._loss(self._current_params(), self._weights(state), val_batch)
             grads = torch.autograd.grad(loss, alphas)
-            return dict(zip(names, grads, strict=True)), loss.detach()
+            return self._regularized(dict(zip(names, grads, strict=True))), loss.detach()
 
         xi = self._xi(w_lr)
         state = self._generator_state()
@@ -281,7 +294,7 @@ class Architect:
         u = [rules[name].slope * g for name, g in zip(params, v, strict=True)]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in u]))
         if xi == 0 or not norm > 0:
-            return dict(zip(names, alpha_grads, strict=True)), val_loss.detach()
+            return self._regularized(dict(zip(names, alpha_grads, strict=True))), val_loss.detach()
         eps = self.fd_radius / norm
         with torch.no_grad():
             plus = {name: p + eps * g for (name, p), g in zip(params.items(), u, strict=True)}
@@ -296,7 +309,7 @@ class Architect:
             name: g - xi * (gp - gm) / (2 * eps)
             for name, g, gp, gm in zip(names, alpha_grads, grads_plus, grads_minus, strict=True)
         }
-        return result, val_loss.detach()
+        return self._regularized(result), val_loss.detach()
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ through a seed drawn from the generator, the Dirichlet samples (see `Dirichlet`)
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Dirichlet as DirichletDistribution
+from torch.distributions import kl_divergence
 
 from nasflow.errors import NasflowError, check_int
 
@@ -68,6 +70,9 @@ class ArchParameters(nn.Module):
         for name, shape in shapes.items():
             values = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
             self.alphas[name] = nn.Parameter(scale * values)
+            # Which ops are still candidates (all until `prune`); a buffer, so it moves
+            # with the module and is in its state dict.
+            self.register_buffer(_mask_key(name), torch.ones(tuple(shape), dtype=torch.bool))
 
     @classmethod
     def for_network(
@@ -94,19 +99,56 @@ class ArchParameters(nn.Module):
     def items(self) -> list[tuple[str, nn.Parameter]]:
         return [(name, self.alphas[name]) for name in self.alphas]
 
+    def mask(self, name: str) -> Tensor:
+        """The candidate ops of parameter `name`: True where an op is still in the search."""
+        mask = getattr(self, _mask_key(name))
+        assert isinstance(mask, Tensor)
+        return mask
+
     def weights(
         self, relaxation: Relaxation, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
         """The op weights of every parameter under `relaxation` (for training steps).
 
-        Parameters are relaxed in their order, all from the one `generator`.
+        Parameters are relaxed in their order, all from the one `generator`; pruned ops
+        get weight 0.
         """
-        return {name: relaxation.weights(alpha, generator) for name, alpha in self.items()}
+        return {
+            name: relaxation.weights(alpha, generator, self._live_mask(name))
+            for name, alpha in self.items()
+        }
 
     def derivation_weights(self, relaxation: Relaxation) -> dict[str, Tensor]:
-        """The deterministic op weights a discrete architecture is derived from (detached)."""
+        """The deterministic op weights a discrete architecture is derived from (detached;
+        pruned ops get 0)."""
         with torch.no_grad():
-            return {name: relaxation.derivation_weights(alpha) for name, alpha in self.items()}
+            return {
+                name: relaxation.derivation_weights(alpha, self._live_mask(name))
+                for name, alpha in self.items()
+            }
+
+    def prune(self, relaxation: Relaxation, keep: int) -> None:
+        """Keep only each edge's `keep` strongest candidate ops by derivation weight
+        (DrNAS' progressive shrinking); the others get weight 0 from now on. Ties go to
+        the lower op index."""
+        check_int("keep", keep)
+        weights = self.derivation_weights(relaxation)
+        for name in self.keys():
+            mask = self.mask(name)
+            scores = weights[name].float().masked_fill(~mask, -math.inf)
+            # Stable: of equal scores, the lower index ranks first.
+            order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+            kept = torch.zeros_like(mask).scatter_(-1, order[..., :keep], True)
+            mask.copy_(kept & mask)
+
+    def _live_mask(self, name: str) -> Tensor | None:
+        """The mask if some op is pruned (None otherwise, so nothing extra is computed)."""
+        mask = self.mask(name)
+        return None if bool(mask.all()) else mask
+
+
+def _mask_key(name: str) -> str:
+    return f"mask_{name}"
 
 
 class Relaxation(ABC):
@@ -120,13 +162,23 @@ class Relaxation(ABC):
     stochastic: ClassVar[bool] = False
 
     @abstractmethod
-    def weights(self, alpha: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """The op weights for a training step, differentiable with respect to `alpha`."""
+    def weights(
+        self, alpha: Tensor, generator: torch.Generator | None = None, mask: Tensor | None = None
+    ) -> Tensor:
+        """The op weights for a training step, differentiable with respect to `alpha`.
 
-    def derivation_weights(self, alpha: Tensor) -> Tensor:
+        `mask` (bool, alpha's shape) marks the ops still in the search; the others get
+        weight exactly 0, and the relaxation is that of the kept ops alone.
+        """
+
+    def derivation_weights(self, alpha: Tensor, mask: Tensor | None = None) -> Tensor:
         """The deterministic weights the discrete architecture is derived from: the
-        softmax unless a relaxation says otherwise."""
-        return F.softmax(alpha, dim=-1)
+        softmax (of the kept ops) unless a relaxation says otherwise."""
+        return F.softmax(_masked(alpha, mask), dim=-1)
+
+    def regularizer(self, alpha: Tensor) -> Tensor | None:
+        """A term the architect adds to the validation loss (None: nothing to add)."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -137,8 +189,15 @@ class Softmax(Relaxation):
 
     name = "softmax"
 
-    def weights(self, alpha: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return F.softmax(alpha, dim=-1)
+    def weights(
+        self, alpha: Tensor, generator: torch.Generator | None = None, mask: Tensor | None = None
+    ) -> Tensor:
+        return F.softmax(_masked(alpha, mask), dim=-1)
+
+
+def _masked(alpha: Tensor, mask: Tensor | None) -> Tensor:
+    """alpha with the logits of pruned ops at -inf (their softmax weight is exactly 0)."""
+    return alpha if mask is None else alpha.masked_fill(~mask, -math.inf)
 
 
 class Gumbel(Relaxation):
@@ -179,13 +238,16 @@ class Gumbel(Relaxation):
             raise NasflowError(f"gumbel tau must be a positive number, got {value!r}")
         self._tau = float(value)
 
-    def weights(self, alpha: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def weights(
+        self, alpha: Tensor, generator: torch.Generator | None = None, mask: Tensor | None = None
+    ) -> Tensor:
         device = generator.device if generator is not None else alpha.device
         uniform = torch.rand(alpha.shape, generator=generator, device=device, dtype=alpha.dtype)
         # Clamped away from 0 so the noise is finite (torch.rand is already below 1).
         uniform = uniform.to(alpha.device).clamp_(min=torch.finfo(alpha.dtype).tiny)
         gumbel = -torch.log(-torch.log(uniform))
-        soft = F.softmax((F.log_softmax(alpha, dim=-1) + gumbel) / self.tau, dim=-1)
+        logits = F.log_softmax(_masked(alpha, mask), dim=-1)
+        soft = F.softmax((logits + gumbel) / self.tau, dim=-1)
         if not self.hard:
             return soft
         one_hot = torch.zeros_like(soft).scatter_(-1, soft.argmax(dim=-1, keepdim=True), 1.0)
@@ -221,21 +283,35 @@ class Dirichlet(Relaxation):
     global generator's state is left as it was (CPU and CUDA tensors; on other devices the
     global generator is used as without a `generator`).
 
+    Regularisation: DrNAS keeps the concentration from growing without bound, by default
+    with an l2 penalty on alpha (the architect's Adam weight decay, ``arch_weight_decay``)
+    and optionally with ``kl_weight * KL(Dirichlet(concentration) || Dirichlet(1))``
+    summed over edges, which `regularizer` returns for the architect to add to the
+    validation loss.
+
     Args:
         concentration: ``"elu"`` (elu(alpha) + 1, as DrNAS) or ``"softplus"``.
+        kl_weight: The weight of the KL term, >= 0 (0: none, DrNAS' default l2 only).
     """
 
     name = "dirichlet"
     stochastic = True
     CONCENTRATIONS = ("elu", "softplus")
 
-    def __init__(self, concentration: str = "elu") -> None:
+    def __init__(self, concentration: str = "elu", kl_weight: float = 0.0) -> None:
         if concentration not in self.CONCENTRATIONS:
             raise NasflowError(
                 f"dirichlet concentration {concentration!r} unknown; "
                 f"choose from {', '.join(self.CONCENTRATIONS)}"
             )
+        if (
+            isinstance(kl_weight, bool)
+            or not isinstance(kl_weight, int | float)
+            or not (kl_weight >= 0 and math.isfinite(kl_weight))
+        ):
+            raise NasflowError(f"dirichlet kl_weight must be a number >= 0, got {kl_weight!r}")
         self.concentration_kind = concentration
+        self.kl_weight = float(kl_weight)
 
     def concentration(self, alpha: Tensor) -> Tensor:
         """The Dirichlet concentration of each edge, positive, from alpha."""
@@ -243,7 +319,14 @@ class Dirichlet(Relaxation):
             return F.elu(alpha) + 1
         return F.softplus(alpha)
 
-    def weights(self, alpha: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def weights(
+        self, alpha: Tensor, generator: torch.Generator | None = None, mask: Tensor | None = None
+    ) -> Tensor:
+        # A Dirichlet sample restricted to the kept ops and renormalised is distributed as
+        # the Dirichlet of their concentrations alone (the aggregation property).
+        return _restrict(self._sample(alpha, generator), mask)
+
+    def _sample(self, alpha: Tensor, generator: torch.Generator | None) -> Tensor:
         distribution = DirichletDistribution(self.concentration(alpha))
         device = alpha.device
         if generator is None or device.type not in ("cpu", "cuda"):
@@ -258,12 +341,26 @@ class Dirichlet(Relaxation):
             torch.cuda.default_generators[index].manual_seed(seed)
             return distribution.rsample()
 
-    def derivation_weights(self, alpha: Tensor) -> Tensor:
+    def derivation_weights(self, alpha: Tensor, mask: Tensor | None = None) -> Tensor:
+        return _restrict(self.concentration(alpha), mask)
+
+    def regularizer(self, alpha: Tensor) -> Tensor | None:
+        if not self.kl_weight:
+            return None
         concentration = self.concentration(alpha)
-        return concentration / concentration.sum(dim=-1, keepdim=True)
+        prior = DirichletDistribution(torch.ones_like(concentration))
+        kl = kl_divergence(DirichletDistribution(concentration), prior)
+        return self.kl_weight * kl.sum()
 
     def __repr__(self) -> str:
-        return f"Dirichlet(concentration={self.concentration_kind!r})"
+        return f"Dirichlet(concentration={self.concentration_kind!r}, kl_weight={self.kl_weight})"
+
+
+def _restrict(values: Tensor, mask: Tensor | None) -> Tensor:
+    """`values` (positive) with the pruned entries zeroed, each row normalised to sum 1."""
+    if mask is not None:
+        values = values * mask
+    return values / values.sum(dim=-1, keepdim=True)
 
 
 # Every relaxation by name.

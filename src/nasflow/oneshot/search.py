@@ -41,7 +41,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from nasflow.errors import NasflowError, check_int
+from nasflow.errors import NasflowError, check_int, check_number, check_optional_int
 from nasflow.estimators.base import Evaluation
 from nasflow.oneshot.architect import Architect
 from nasflow.oneshot.derive import derive, parameter_free_count
@@ -198,58 +198,69 @@ def _int(key: str, value: Any, minimum: int = 1) -> int:
     return check_int(f"strategy.{key}", value, minimum)
 
 
-def _optional_int(key: str, value: Any, minimum: int = 1) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise NasflowError(f"strategy.{key} must be an integer >= {minimum} or null, got {value!r}")
-    return value
+def _optional_int(key: str, value: Any) -> int | None:
+    return check_optional_int(f"strategy.{key}", value)
 
 
 def _number(key: str, value: Any, low: float = 0.0, open_low: bool = False) -> float:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and (value > low if open_low else value >= low)
-    )
-    if not ok:
-        bound = f"> {low}" if open_low else f">= {low}"
-        raise NasflowError(f"strategy.{key} must be a number {bound}, got {value!r}")
-    return float(value)
+    return check_number(f"strategy.{key}", value, low, open_low=open_low)
 
 
 @dataclass(frozen=True)
-class _WeightSettings:
-    """The settings of the supernet's weights and data, common to both methods."""
+class WeightSettings:
+    """The supernet's weights and data, common to every one-shot method (the keyword
+    arguments of `DartsSearch` and `EnasSearch` besides their own).
 
-    epochs: int
-    batch_size: int
-    w_lr: float
-    w_lr_min: float
-    w_momentum: float
-    w_weight_decay: float
-    grad_clip: float | None
-    channels: int | None
-    cells: int | None
-    train_limit: int | None
-    val_limit: int | None
+    Attributes:
+        epochs: Passes over the training split.
+        batch_size: Training (and architecture-step validation) batch size.
+        w_lr, w_lr_min: The weights' SGD learning rate, cosine-annealed per epoch from
+            w_lr to w_lr_min.
+        w_momentum, w_weight_decay: The weights' SGD momentum and weight decay.
+        grad_clip: The weights' gradient-norm clip (None: no clipping).
+        channels, cells: The supernet's size (NB201: channels and cells per stage;
+            DARTS: channels and layers); the space's own if None. The space's values stay
+            those of the retraining.
+        train_limit, val_limit: Use at most this many training / validation examples, a
+            seeded random subset (for CPU runs on large data); all if None.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    grad_clip: float | None = 5.0
+    channels: int | None = None
+    cells: int | None = None
+    train_limit: int | None = None
+    val_limit: int | None = None
 
     @classmethod
-    def check(cls, **values: Any) -> _WeightSettings:
-        grad_clip = values["grad_clip"]
+    def check(cls, **values: Any) -> WeightSettings:
+        """The settings from `values` (the defaults for those missing), each checked."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise NasflowError(
+                f"unknown one-shot setting strategy.{unknown[0]}; "
+                f"allowed besides the method's own: {', '.join(sorted(known))}"
+            )
+        v = {**{f.name: f.default for f in fields(cls)}, **values}
+        grad_clip = v["grad_clip"]
         settings = cls(
-            epochs=_int("epochs", values["epochs"]),
-            batch_size=_int("batch_size", values["batch_size"]),
-            w_lr=_number("w_lr", values["w_lr"], open_low=True),
-            w_lr_min=_number("w_lr_min", values["w_lr_min"]),
-            w_momentum=_number("w_momentum", values["w_momentum"]),
-            w_weight_decay=_number("w_weight_decay", values["w_weight_decay"]),
+            epochs=_int("epochs", v["epochs"]),
+            batch_size=_int("batch_size", v["batch_size"]),
+            w_lr=_number("w_lr", v["w_lr"], open_low=True),
+            w_lr_min=_number("w_lr_min", v["w_lr_min"]),
+            w_momentum=_number("w_momentum", v["w_momentum"]),
+            w_weight_decay=_number("w_weight_decay", v["w_weight_decay"]),
             grad_clip=None if grad_clip is None else _number("grad_clip", grad_clip, open_low=True),
-            channels=_optional_int("channels", values["channels"]),
-            cells=_optional_int("cells", values["cells"]),
-            train_limit=_optional_int("train_limit", values["train_limit"]),
-            val_limit=_optional_int("val_limit", values["val_limit"]),
+            channels=_optional_int("channels", v["channels"]),
+            cells=_optional_int("cells", v["cells"]),
+            train_limit=_optional_int("train_limit", v["train_limit"]),
+            val_limit=_optional_int("val_limit", v["val_limit"]),
         )
         if settings.w_lr_min > settings.w_lr:
             raise NasflowError(
@@ -362,7 +373,7 @@ def _subset(dataset: Any, limit: int | None, generator: torch.Generator) -> Tens
 
 
 def _splits(
-    data: InMemoryData, settings: _WeightSettings, generator: torch.Generator
+    data: InMemoryData, settings: WeightSettings, generator: torch.Generator
 ) -> tuple[TensorDataset, TensorDataset]:
     missing = [name for name in ("train", "val") if name not in data.splits]
     if missing:
@@ -475,7 +486,7 @@ class _SupernetModule(pl.LightningModule):
         self,
         network: NB201Supernet | DartsSupernet,
         num_classes: int,
-        settings: _WeightSettings,
+        settings: WeightSettings,
         train: TensorDataset,
         val: TensorDataset,
         train_order: torch.Generator,
@@ -629,6 +640,9 @@ class _DartsModule(_SupernetModule):
         arch_weight_decay: float,
         sampler: torch.Generator,
         val_order: torch.Generator,
+        warmup_epochs: int = 0,
+        prune_epoch: int | None = None,
+        keep_ops: int = 3,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -639,6 +653,9 @@ class _DartsModule(_SupernetModule):
         self.order = order
         self.arch_lr = arch_lr
         self.arch_weight_decay = arch_weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.prune_epoch = prune_epoch
+        self.keep_ops = keep_ops
         self.sampler = sampler
         self.val_order = val_order
         self.architect: Architect | None = None
@@ -674,8 +691,18 @@ class _DartsModule(_SupernetModule):
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader()
 
+    def searching(self, epoch: int) -> bool:
+        """Whether alpha is optimised in `epoch` (not in a warm-up: the first
+        `warmup_epochs`, and as many after pruning)."""
+        if epoch < self.warmup_epochs:
+            return False
+        pruned_at = self.prune_epoch
+        return pruned_at is None or not pruned_at <= epoch < pruned_at + self.warmup_epochs
+
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
+        if self.current_epoch == self.prune_epoch:
+            self.arch_params.prune(self.relaxation, self.keep_ops)
         if isinstance(self.relaxation, Gumbel):
             self.relaxation.tau = linear_tau(
                 self.current_epoch, self.settings.epochs, TAU_MAX, TAU_MIN
@@ -686,9 +713,10 @@ class _DartsModule(_SupernetModule):
         train, val = batch["train"], batch["val"]
         # The architect reads the weights' SGD (learning rate, momentum buffers) to unroll
         # its step at order 2; it never changes the network.
-        self.architect.step(
-            train, val, w_lr=self._sgd().param_groups[0]["lr"], w_optimizer=self._sgd()
-        )
+        if self.searching(self.current_epoch):
+            self.architect.step(
+                train, val, w_lr=self._sgd().param_groups[0]["lr"], w_optimizer=self._sgd()
+            )
         with torch.no_grad():  # no gradient to alpha from the weight step
             weights = self.arch_params.weights(self.relaxation, self.sampler)
         self._weight_step(weights, train)
@@ -725,6 +753,10 @@ class _DartsModule(_SupernetModule):
             "arch": self._derived.to_json(),
             "arch_description": self._derived.describe(),
             "alphas": _cell_weights_json(self._val_weights),
+            "searching": self.searching(self.current_epoch),
+            "candidate_ops": sum(
+                int(self.arch_params.mask(name).sum()) for name in self.arch_params
+            ),
         }
         if isinstance(self.relaxation, Gumbel):
             record["tau"] = self.relaxation.tau
@@ -1015,7 +1047,7 @@ class _SupernetSearch(OneShotStrategy):
 
     def __init__(self, space: SearchSpace, seed: int, weights: dict[str, Any]) -> None:
         super().__init__(space, seed)
-        self.weights = _WeightSettings.check(**weights)
+        self.weights = WeightSettings.check(**weights)
         if isinstance(space, DartsSpace) and self.weights.cells is not None:
             _int("cells", self.weights.cells, minimum=3)
 
@@ -1050,18 +1082,19 @@ class DartsSearch(_SupernetSearch):
         relaxation: ``softmax`` (DARTS), ``gumbel`` (GDAS; tau from 10 to 0.1, linearly
             over the epochs) or ``dirichlet`` (DrNAS).
         order: The architect's order: 1 (first order) or 2 (unrolled).
-        epochs: Passes over the training split.
-        batch_size: Training (and architecture-step validation) batch size.
-        w_lr, w_lr_min: The weights' SGD learning rate, cosine-annealed per epoch from
-            w_lr to w_lr_min.
-        w_momentum, w_weight_decay: The weights' SGD momentum and weight decay.
-        grad_clip: The weights' gradient-norm clip (None: no clipping).
-        arch_lr, arch_weight_decay: Adam's learning rate and weight decay for alpha.
-        channels, cells: The supernet's size (NB201: channels and cells per stage;
-            DARTS: channels and layers); the space's own if None. The space's values stay
-            those of the retraining.
-        train_limit, val_limit: Use at most this many training / validation examples, a
-            seeded random subset (for CPU runs on large data); all if None.
+        arch_lr, arch_weight_decay: Adam's learning rate and weight decay for alpha (the
+            weight decay is DrNAS' l2 regulariser).
+        warmup_epochs: The first epochs train the weights only, alpha stays at its
+            initial (uniform) value: untrained convolutions otherwise lose to
+            parameter-free ops from the first steps (DrNAS and PC-DARTS warm up too).
+        kl_weight: DrNAS' KL regulariser towards Dirichlet(1) (``dirichlet`` only; 0:
+            none).
+        prune_epoch, keep_ops: DrNAS' progressive shrinking: at the start of epoch
+            `prune_epoch` (counted from 0), every edge keeps its `keep_ops` strongest ops
+            and the others are removed (their weight is 0 from then on, so they are no
+            longer computed); a fresh `warmup_epochs` follow. None: no pruning.
+        **weights: The supernet's weights and data (`WeightSettings`: epochs, batch_size,
+            w_lr, ...).
     """
 
     name = "darts"
@@ -1072,37 +1105,15 @@ class DartsSearch(_SupernetSearch):
         seed: int = 0,
         relaxation: str = "softmax",
         order: int = 1,
-        epochs: int = 10,
-        batch_size: int = 64,
-        w_lr: float = 0.025,
-        w_lr_min: float = 0.001,
-        w_momentum: float = 0.9,
-        w_weight_decay: float = 3e-4,
-        grad_clip: float | None = 5.0,
         arch_lr: float = 3e-4,
         arch_weight_decay: float = 1e-3,
-        channels: int | None = None,
-        cells: int | None = None,
-        train_limit: int | None = None,
-        val_limit: int | None = None,
+        warmup_epochs: int = 0,
+        kl_weight: float = 0.0,
+        prune_epoch: int | None = None,
+        keep_ops: int = 3,
+        **weights: Any,
     ) -> None:
-        super().__init__(
-            space,
-            seed,
-            {
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "w_lr": w_lr,
-                "w_lr_min": w_lr_min,
-                "w_momentum": w_momentum,
-                "w_weight_decay": w_weight_decay,
-                "grad_clip": grad_clip,
-                "channels": channels,
-                "cells": cells,
-                "train_limit": train_limit,
-                "val_limit": val_limit,
-            },
-        )
+        super().__init__(space, seed, weights)
         if relaxation not in RELAXATIONS:
             raise NasflowError(
                 f"strategy.relaxation must be one of {', '.join(RELAXATIONS)}, got {relaxation!r}"
@@ -1113,6 +1124,20 @@ class DartsSearch(_SupernetSearch):
         self.order = order
         self.arch_lr = _number("arch_lr", arch_lr, open_low=True)
         self.arch_weight_decay = _number("arch_weight_decay", arch_weight_decay)
+        self.warmup_epochs = _int("warmup_epochs", warmup_epochs, minimum=0)
+        self.kl_weight = _number("kl_weight", kl_weight)
+        if self.kl_weight and relaxation != "dirichlet":
+            raise NasflowError(
+                f"strategy.kl_weight is DrNAS' (relaxation dirichlet); got {kl_weight!r} "
+                f"with relaxation {relaxation!r}: set it to 0"
+            )
+        self.prune_epoch = _optional_int("prune_epoch", prune_epoch)
+        self.keep_ops = _int("keep_ops", keep_ops)
+        if self.prune_epoch is not None and self.prune_epoch >= self.weights.epochs:
+            raise NasflowError(
+                f"strategy.prune_epoch must be below epochs ({self.weights.epochs}) or null, "
+                f"got {prune_epoch!r}"
+            )
 
     def search(
         self,
@@ -1127,7 +1152,8 @@ class DartsSearch(_SupernetSearch):
         train, val = _splits(data, self.weights, subset)
         network = self._network(data)
         arch_params = ArchParameters.for_network(network, alpha_init)
-        relaxation = make_relaxation(self.relaxation)
+        options = {"kl_weight": self.kl_weight} if self.relaxation == "dirichlet" else {}
+        relaxation = make_relaxation(self.relaxation, **options)
         if isinstance(relaxation, Gumbel):
             relaxation.tau = TAU_MAX
         module = _DartsModule(
@@ -1136,6 +1162,9 @@ class DartsSearch(_SupernetSearch):
             order=self.order,
             arch_lr=self.arch_lr,
             arch_weight_decay=self.arch_weight_decay,
+            warmup_epochs=self.warmup_epochs,
+            prune_epoch=self.prune_epoch,
+            keep_ops=self.keep_ops,
             sampler=sampler,
             val_order=val_order,
             network=network,
@@ -1162,6 +1191,9 @@ class DartsSearch(_SupernetSearch):
                 "strategy": self.name,
                 "relaxation": self.relaxation,
                 "order": self.order,
+                "warmup_epochs": self.warmup_epochs,
+                "prune_epoch": self.prune_epoch,
+                "keep_ops": self.keep_ops,
                 "ops": list(network.ops),
                 "alpha_logits": _cell_weights_json(dict(arch_params.items())),
             },
@@ -1174,8 +1206,7 @@ class EnasSearch(_SupernetSearch):
     """ENAS (Pham et al. 2018) on an NB201 or DARTS supernet, with `Reinforce`'s controller.
 
     Args:
-        space, seed, epochs, batch_size, w_lr, w_lr_min, w_momentum, w_weight_decay,
-            grad_clip, channels, cells, train_limit, val_limit: As for `DartsSearch`.
+        space, seed: As for `DartsSearch`.
         controller_steps: Architectures sampled and rewarded after each epoch's weight
             training, each with its accuracy on one validation batch.
         controller_batch: Rewards per controller update (`Reinforce`'s batch_size).
@@ -1185,6 +1216,7 @@ class EnasSearch(_SupernetSearch):
         controller_hidden: The controller's LSTM width.
         final_samples: Architectures sampled at the end; the best on the validation split
             is the result.
+        **weights: The supernet's weights and data (`WeightSettings`).
     """
 
     name = "enas"
@@ -1193,17 +1225,6 @@ class EnasSearch(_SupernetSearch):
         self,
         space: SearchSpace,
         seed: int = 0,
-        epochs: int = 10,
-        batch_size: int = 64,
-        w_lr: float = 0.025,
-        w_lr_min: float = 0.001,
-        w_momentum: float = 0.9,
-        w_weight_decay: float = 3e-4,
-        grad_clip: float | None = 5.0,
-        channels: int | None = None,
-        cells: int | None = None,
-        train_limit: int | None = None,
-        val_limit: int | None = None,
         controller_steps: int = 20,
         controller_batch: int = 10,
         controller_lr: float = 0.05,
@@ -1211,24 +1232,9 @@ class EnasSearch(_SupernetSearch):
         baseline_decay: float = 0.5,
         controller_hidden: int = 32,
         final_samples: int = 10,
+        **weights: Any,
     ) -> None:
-        super().__init__(
-            space,
-            seed,
-            {
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "w_lr": w_lr,
-                "w_lr_min": w_lr_min,
-                "w_momentum": w_momentum,
-                "w_weight_decay": w_weight_decay,
-                "grad_clip": grad_clip,
-                "channels": channels,
-                "cells": cells,
-                "train_limit": train_limit,
-                "val_limit": val_limit,
-            },
-        )
+        super().__init__(space, seed, weights)
         self.controller_steps = _int("controller_steps", controller_steps)
         self.controller_batch = _int("controller_batch", controller_batch)
         self.controller_lr = _number("controller_lr", controller_lr, open_low=True)

@@ -133,10 +133,10 @@ class NB201SearchCell(nn.Module):
     Node i (1..3) sums the mixed edges from every node j < i; node 3 is the output.
     """
 
-    def __init__(self, channels: int, ops: Sequence[str]) -> None:
+    def __init__(self, channels: int, ops: Sequence[str], affine: bool = False) -> None:
         super().__init__()
         self.edges = nn.ModuleList(
-            MixedOp([nb201.edge_op(op, channels) for op in ops]) for _ in nb201.EDGES
+            MixedOp([nb201.edge_op(op, channels, affine) for op in ops]) for _ in nb201.EDGES
         )
 
     def forward(self, x: Tensor, weights: Tensor, active: Sequence[Sequence[int]]) -> Tensor:
@@ -157,8 +157,10 @@ class NB201Supernet(nn.Module):
 
     The stem, the three stages of `cells_per_stage` cells at C, 2C and 4C channels, the
     `nb201.ResidualReduction` blocks between stages and the head are exactly those of
-    `nb201.NB201Network`; the edge operations are `nb201.edge_op`'s (so convolutions keep
-    their affine batch norm, as in the benchmark's own search code).
+    `nb201.NB201Network`; the edge operations are `nb201.edge_op`'s, by default with
+    non-affine batch norm: as DARTS argues, a learnable scale lets a convolution rescale
+    its own output and so undo its op weight, which a parameter-free op cannot (the
+    DARTS and DrNAS searches on NB201 turn it off too).
 
     ``forward(x, weights)`` takes the op weights, shape [6, len(ops)]: row e mixes edge e
     (`nb201.EDGES` order), column k is ``self.ops[k]``.
@@ -170,6 +172,8 @@ class NB201Supernet(nn.Module):
         cells_per_stage: N, the cells in each stage.
         ops: The candidate operations, a subset of `nb201.OPS`; kept in the official order,
             which is the order of the weight columns.
+        affine: Whether the edge convolutions' batch norms have a learnable scale and
+            shift.
     """
 
     arch_keys: ClassVar[tuple[str, ...]] = ("cell",)
@@ -181,6 +185,7 @@ class NB201Supernet(nn.Module):
         channels: int = 16,
         cells_per_stage: int = 5,
         ops: Sequence[str] = nb201.OPS,
+        affine: bool = False,
     ) -> None:
         super().__init__()
         check_int("in_channels", in_channels)
@@ -197,7 +202,7 @@ class NB201Supernet(nn.Module):
             if stage > 0:
                 blocks.append(nb201.ResidualReduction(width, 2 * width))
                 width *= 2
-            blocks += [NB201SearchCell(width, self.ops) for _ in range(cells_per_stage)]
+            blocks += [NB201SearchCell(width, self.ops, affine) for _ in range(cells_per_stage)]
         self.cells = nn.ModuleList(blocks)
         self.head = nn.Sequential(
             nn.BatchNorm2d(width),

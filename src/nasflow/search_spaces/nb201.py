@@ -210,8 +210,12 @@ def _check_arch(arch: Architecture) -> NB201Architecture:
     return arch
 
 
-def edge_op(op: str, channels: int) -> nn.Module:
-    """The module of one cell edge, as the benchmark defines it (stride 1, C to C channels)."""
+def edge_op(op: str, channels: int, affine: bool = True) -> nn.Module:
+    """The module of one cell edge, as the benchmark defines it (stride 1, C to C channels).
+
+    `affine` is the convolutions' batch norm's (a search supernet turns it off, see
+    `nasflow.oneshot.supernet.NB201Supernet`).
+    """
     if op == "none":
         return Zero()
     if op == "skip_connect":
@@ -219,7 +223,7 @@ def edge_op(op: str, channels: int) -> nn.Module:
     if op == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
     kernel = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}[op]
-    return ReLUConvBN(channels, channels, kernel, stride=1, padding=kernel // 2)
+    return ReLUConvBN(channels, channels, kernel, stride=1, padding=kernel // 2, affine=affine)
 
 
 class NB201Cell(nn.Module):

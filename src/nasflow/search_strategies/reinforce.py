@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from nasflow.errors import NasflowError
+from nasflow.errors import NasflowError, check_int, check_number
 from nasflow.estimators.base import Evaluation
 from nasflow.search_spaces.base import Architecture, Decision, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy
@@ -431,21 +431,10 @@ def _controller_mode(grad: bool) -> Iterator[None]:
 
 
 def _check_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise NasflowError(f"strategy.{key} must be a positive integer, got {value!r}")
+    check_int(f"strategy.{key}", value)
 
 
 def _check_float(
     key: str, value: Any, low: float, high: float = math.inf, open_low: bool = False
 ) -> None:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and (value > low if open_low else value >= low)
-        and value < high
-    )
-    if not ok:
-        lower = f"> {low}" if open_low else f">= {low}"
-        allowed = f"{lower} and < {high}" if math.isfinite(high) else lower
-        raise NasflowError(f"strategy.{key} must be a number {allowed}, got {value!r}")
+    check_number(f"strategy.{key}", value, low, high, open_low)

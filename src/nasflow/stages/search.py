@@ -16,6 +16,9 @@ from nasflow.errors import NasflowError
 from nasflow.loop import Candidate, Checkpoint, Stopping, run_search
 from nasflow.measure import count_flops, count_params
 from nasflow.oneshot.search import OneShotStrategy
+from nasflow.search_spaces.base import Architecture
+from nasflow.search_spaces.nb201 import NB201Architecture
+from nasflow.tabular.nb201 import load_table
 from nasflow.tracking import Tracker, git_commit
 from nasflow.training import InMemoryData
 
@@ -127,7 +130,15 @@ def _run_one_shot(
     }
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     with tracker.run(f"search-{strategy.name}-{space.name}", tags, config) as run_id:
-        result = strategy.search(data, instantiate(cfg.trainer), tracker, _log_epoch)
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            reference = table_reference(space.from_json(record["arch"]))
+            record.update(reference)
+            if reference:
+                tracker.log_metrics(reference, step=int(record["epoch"]))
+            _log_epoch(record)
+
+        result = strategy.search(data, instantiate(cfg.trainer), tracker, on_epoch)
         final = result.epochs[-1]
         network = space.build(result.arch, data.info.input_shape, data.info.num_classes)
         summary = {
@@ -138,6 +149,7 @@ def _run_one_shot(
             "parameter_free": final["parameter_free"],
             "epochs": len(result.epochs),
             "seconds": round(result.seconds, 2),
+            **table_reference(result.arch),
         }
         tracker.log_metrics({f"final_{k}": float(v) for k, v in summary.items()})
         record = architecture_record(space, result.arch, score=result.score, search_run_id=run_id)
@@ -166,16 +178,39 @@ def _run_one_shot(
     return summary
 
 
+def table_reference(arch: Architecture) -> dict[str, float]:
+    """For an NB201 cell, what the NAS-Bench-201 table says of it (whatever data the
+    search ran on): its CIFAR-10 test accuracy after 200 epochs in the benchmark's own
+    network and training, and the percentage of the 15,625 cells that beat it. Nothing
+    for other spaces."""
+    if not isinstance(arch, NB201Architecture):
+        return {}
+    table = load_table()
+    accuracies = table.columns["cifar10_test_acc"]
+    accuracy = float(accuracies[table.index_of(arch.describe())])
+    return {
+        "nb201_cifar10_test_acc": accuracy,
+        "nb201_top_percent": round(100.0 * float((accuracies > accuracy).mean()), 3),
+    }
+
+
 def _log_epoch(record: dict[str, Any]) -> None:
+    reference = ""
+    if "nb201_cifar10_test_acc" in record:
+        reference = (
+            f"  (NB201 table: CIFAR-10 test {record['nb201_cifar10_test_acc']:.2f}, "
+            f"top {record['nb201_top_percent']:.1f} %)"
+        )
     log.info(
         "epoch %d  supernet val_acc %.4f  derived val_acc %.4f  entropy %.3f  "
-        "parameter-free ops %d  %s",
+        "parameter-free ops %d  %s%s",
         record["epoch"] + 1,
         record["val_acc"],
         record["score"],
         record["entropy"],
         record["parameter_free"],
         record["arch_description"],
+        reference,
     )
 
 
