@@ -325,24 +325,20 @@ class DartsSupernet(nn.Module):
         check_int("stem_multiplier", stem_multiplier)
         check_int("layers", layers, minimum=3)
         self.ops = _check_ops("ops", ops, darts.PRIMITIVES)
-        stem_channels = stem_multiplier * channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(stem_channels),
-        )
-        c_prev_prev, c_prev, c_cell = stem_channels, stem_channels, channels
-        reductions = {layers // 3, 2 * layers // 3}
-        reduction_prev = False
-        cells = []
-        for i in range(layers):
-            reduction = i in reductions
-            if reduction:
-                c_cell *= 2
-            cells.append(
-                DartsSearchCell(c_prev_prev, c_prev, c_cell, reduction, reduction_prev, self.ops)
+        self.stem = darts.stem(in_channels, stem_multiplier * channels)
+        slots = darts.cell_slots(channels, layers, stem_multiplier, lambda _: darts.NODES)
+        cells = [
+            DartsSearchCell(
+                slot.c_prev_prev,
+                slot.c_prev,
+                slot.channels,
+                slot.reduction,
+                slot.reduction_prev,
+                self.ops,
             )
-            c_prev_prev, c_prev = c_prev, darts.NODES * c_cell
-            reduction_prev = reduction
+            for slot in slots
+        ]
+        c_prev = slots[-1].out_channels
         self.cells = nn.ModuleList(cells)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)

@@ -412,6 +412,51 @@ class DartsCell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
+def stem(in_channels: int, out_channels: int) -> nn.Sequential:
+    """DARTS' stem: a 3x3 convolution and batch norm."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+@dataclass(frozen=True)
+class CellSlot:
+    """Where one cell sits in a DARTS network: its inputs' channels (two cells back and
+    the previous cell), its node channels, whether it and the previous cell reduce, and
+    the channels of its output."""
+
+    c_prev_prev: int
+    c_prev: int
+    channels: int
+    reduction: bool
+    reduction_prev: bool
+    out_channels: int
+
+
+def cell_slots(
+    channels: int, layers: int, stem_multiplier: int, outputs: Callable[[bool], int]
+) -> list[CellSlot]:
+    """The cells of a DARTS network (evaluation or search) in order: reduction cells at
+    layers//3 and 2*layers//3 double the channels; a cell's output concatenates
+    ``outputs(reduction)`` nodes; the first two cells read the stem's
+    ``stem_multiplier * channels``."""
+    stem_channels = stem_multiplier * channels
+    c_prev_prev, c_prev, c_cell = stem_channels, stem_channels, channels
+    reductions = {layers // 3, 2 * layers // 3}
+    reduction_prev = False
+    slots = []
+    for i in range(layers):
+        reduction = i in reductions
+        if reduction:
+            c_cell *= 2
+        out = outputs(reduction) * c_cell
+        slots.append(CellSlot(c_prev_prev, c_prev, c_cell, reduction, reduction_prev, out))
+        c_prev_prev, c_prev = c_prev, out
+        reduction_prev = reduction
+    return slots
+
+
 class DartsNetwork(nn.Module):
     """DARTS' evaluation network (NetworkCIFAR), without the auxiliary head or drop-path.
 
@@ -437,26 +482,24 @@ class DartsNetwork(nn.Module):
         stem_multiplier: int = 3,
     ) -> None:
         super().__init__()
-        stem_channels = stem_multiplier * channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(stem_channels),
-        )
-        c_prev_prev, c_prev, c_cell = stem_channels, stem_channels, channels
-        reductions = {layers // 3, 2 * layers // 3}
-        reduction_prev = False
+        concats = {False: genotype.normal_concat, True: genotype.reduce_concat}
+        self.stem = stem(in_channels, stem_multiplier * channels)
+        slots = cell_slots(channels, layers, stem_multiplier, lambda r: len(concats[r]))
         cells = []
-        for i in range(layers):
-            reduction = i in reductions
-            if reduction:
-                c_cell *= 2
-            kind = "reduce" if reduction else "normal"
-            pairs, concat = getattr(genotype, kind), getattr(genotype, f"{kind}_concat")
+        for slot in slots:
+            pairs = genotype.reduce if slot.reduction else genotype.normal
             cells.append(
-                DartsCell(pairs, concat, c_prev_prev, c_prev, c_cell, reduction, reduction_prev)
+                DartsCell(
+                    pairs,
+                    concats[slot.reduction],
+                    slot.c_prev_prev,
+                    slot.c_prev,
+                    slot.channels,
+                    slot.reduction,
+                    slot.reduction_prev,
+                )
             )
-            c_prev_prev, c_prev = c_prev, len(concat) * c_cell
-            reduction_prev = reduction
+        c_prev = slots[-1].out_channels
         self.cells = nn.ModuleList(cells)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
