@@ -207,6 +207,9 @@ def test_darts_search_uses_limited_subsets_of_the_splits() -> None:
         (NB201Space.tiny(), {"prune_epoch": 10}, r"prune_epoch must be below epochs \(10\)"),
         (NB201Space.tiny(), {"keep_ops": 0}, "keep_ops must be a positive integer, got 0"),
         (NB201Space.tiny(), {"epoch": 3}, "unknown one-shot setting strategy.epoch;"),
+        (NB201Space.tiny(), {"selection": "pt"}, "selection must be one of magnitude, pert"),
+        (DartsSpace.tiny(), {"selection": "perturbation"}, "nb201 only .* got 'darts'"),
+        (NB201Space.tiny(), {"tune_epochs": 0}, "tune_epochs must be a positive integer"),
         (ChainSpace.tiny(), {}, "search_space 'chain' has none .*allowed: nb201, darts"),
     ],
 )
@@ -258,6 +261,37 @@ def test_warm_up_freezes_alpha_and_pruning_shrinks_the_candidates() -> None:
     assert isinstance(arch, NB201Architecture)
     ops = list(space.ops)
     assert all(keep[ops.index(op)] for op, keep in zip(arch.edges, kept, strict=True))
+
+
+def test_perturbation_selection_fixes_each_edge_to_its_most_needed_op() -> None:
+    """DARTS-PT with fixed alpha: two epochs of supernet training, then the six NB201
+    edges decided one by one (a tuning epoch after each), each to the op whose removal
+    costs the most validation accuracy."""
+    space, size = SPACES["nb201"]
+    strategy = DartsSearch(
+        space, selection="perturbation", warmup_epochs=2, tune_epochs=1, **FAST, **size
+    )
+    result, tracker, _ = _run(strategy)
+    records = result.epochs
+    assert len(records) == 2 + 6 and not any(r["searching"] for r in records)
+    assert [r["decided_edges"] for r in records] == [0, 0, 1, 2, 3, 4, 5, 6]
+    # Alpha never moved: the first two epochs keep the initial, near-uniform weights.
+    assert records[0]["alphas"] == records[1]["alphas"]
+    decisions = result.details["decisions"]
+    assert sorted(d["edge"] for d in decisions) == list(range(6))
+    assert [d["epoch"] for d in decisions] == list(range(2, 8))
+    arch = result.arch
+    assert isinstance(arch, NB201Architecture)
+    for decision in decisions:
+        assert arch.edges[decision["edge"]] == decision["op"]
+        without = decision["val_acc_without"]
+        assert set(without) == set(space.ops)
+        assert without[decision["op"]] == min(without.values())
+    # Once decided, an edge's weights are one-hot at its op in every later record.
+    final = records[-1]["alphas"]["cell"]
+    for edge, op in enumerate(arch.edges):
+        assert final[edge] == [1.0 if o == op else 0.0 for o in space.ops]
+    assert tracker.dicts["oneshot.json"]["decisions"] == decisions
 
 
 def test_enas_rejects_bad_settings() -> None:

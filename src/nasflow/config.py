@@ -193,6 +193,8 @@ class DartsSearchConfig:
     kl_weight: float = 0.0  # DrNAS' KL regulariser towards Dirichlet(1); dirichlet only
     prune_epoch: int | None = None  # DrNAS' progressive shrinking: from this epoch (from 0)...
     keep_ops: int = 3  # ...each edge keeps its keep_ops strongest ops (and warms up again)
+    selection: str = "magnitude"  # or perturbation (DARTS-PT; nb201): by accuracy drop
+    tune_epochs: int = 1  # perturbation: weight-tuning epochs after each edge decision
     channels: int | None = None  # the supernet's size; None: the search space's
     cells: int | None = None  # nb201: cells per stage; darts: layers
     train_limit: int | None = None  # at most this many examples (a seeded subset)

@@ -95,6 +95,9 @@ RECORD_KEYS = (
     "alphas",
     "seconds",
 )
+# How the discrete architecture is read off the supernet: the largest op weight per edge
+# (DARTS), or each edge's op whose removal costs the most validation accuracy (DARTS-PT).
+SELECTIONS = ("magnitude", "perturbation")
 # GDAS' temperature schedule over the epochs.
 TAU_MAX, TAU_MIN = 10.0, 0.1
 # The batch size of passes over the validation split that only evaluate.
@@ -500,6 +503,8 @@ class _SupernetModule(pl.LightningModule):
         self.train_order = train_order
         self.on_record = on_record
         self.history: list[dict[str, Any]] = []
+        # Every epoch the trainer runs (a perturbation selection adds tuning epochs).
+        self.total_epochs = settings.epochs
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self._epoch_start = 0.0
@@ -527,7 +532,7 @@ class _SupernetModule(pl.LightningModule):
         )
         # Stepped once per epoch, by hand (manual optimisation), as in DARTS.
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=s.epochs, eta_min=s.w_lr_min
+            optimizer, T_max=self.total_epochs, eta_min=s.w_lr_min
         )
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
@@ -643,9 +648,19 @@ class _DartsModule(_SupernetModule):
         warmup_epochs: int = 0,
         prune_epoch: int | None = None,
         keep_ops: int = 3,
+        selection: str = "magnitude",
+        tune_epochs: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.selection = selection
+        self.tune_epochs = tune_epochs
+        # Perturbation-based selection decides the edges in a seeded random order.
+        edges = sum(shape[0] for shape in self.network.arch_shapes().values())
+        self.undecided = [int(i) for i in torch.randperm(edges, generator=val_order)]
+        self.decisions: list[dict[str, Any]] = []
+        if selection == "perturbation":
+            self.total_epochs = self.settings.epochs + edges * tune_epochs
         # A submodule of this module (so Lightning moves it to the device), not of the
         # network: the architect optimises it on its own.
         self.arch_params = arch_params
@@ -693,8 +708,9 @@ class _DartsModule(_SupernetModule):
 
     def searching(self, epoch: int) -> bool:
         """Whether alpha is optimised in `epoch` (not in a warm-up: the first
-        `warmup_epochs`, and as many after pruning)."""
-        if epoch < self.warmup_epochs:
+        `warmup_epochs`, and as many after pruning; not while a perturbation-based
+        selection tunes the weights)."""
+        if epoch < self.warmup_epochs or epoch >= self.settings.epochs:
             return False
         pruned_at = self.prune_epoch
         return pruned_at is None or not pruned_at <= epoch < pruned_at + self.warmup_epochs
@@ -703,6 +719,9 @@ class _DartsModule(_SupernetModule):
         super().on_train_epoch_start()
         if self.current_epoch == self.prune_epoch:
             self.arch_params.prune(self.relaxation, self.keep_ops)
+        tuning = self.current_epoch - self.settings.epochs
+        if self.selection == "perturbation" and tuning >= 0 and tuning % self.tune_epochs == 0:
+            self.decide_edge()
         if isinstance(self.relaxation, Gumbel):
             self.relaxation.tau = linear_tau(
                 self.current_epoch, self.settings.epochs, TAU_MAX, TAU_MIN
@@ -720,6 +739,74 @@ class _DartsModule(_SupernetModule):
         with torch.no_grad():  # no gradient to alpha from the weight step
             weights = self.arch_params.weights(self.relaxation, self.sampler)
         self._weight_step(weights, train)
+
+    # -- perturbation-based selection (DARTS-PT, Wang et al. 2021) --------------------
+
+    def _rows(self) -> list[tuple[str, int]]:
+        """(parameter name, row) of every edge, in the order edges are numbered."""
+        return [
+            (name, row) for name in self.arch_params for row in range(len(self.arch_params[name]))
+        ]
+
+    def decide_edge(self) -> None:
+        """Fix the next undecided edge to the op whose removal costs the supernet the most
+        validation accuracy (DARTS-PT's selection; alpha is not consulted)."""
+        if not self.undecided:
+            return
+        edge = self.undecided.pop(0)
+        name, row = self._rows()[edge]
+        mask = self.arch_params.mask(name)
+        candidates = [int(k) for k in mask[row].nonzero().flatten()]
+        baseline = self._selection_accuracy()
+        without: dict[str, float] = {}
+        for k in candidates:
+            if len(candidates) == 1:
+                break
+            mask[row, k] = False
+            try:
+                without[self.network.ops[k]] = self._selection_accuracy()
+            finally:
+                mask[row, k] = True
+        # The op whose removal hurts most; the first candidate on ties (and if alone).
+        chosen = min(candidates, key=lambda k: without.get(self.network.ops[k], baseline))
+        mask[row] = False
+        mask[row, chosen] = True
+        self.decisions.append(
+            {
+                "epoch": self.current_epoch,
+                "cell": name,
+                "edge": row,
+                "op": self.network.ops[chosen],
+                "val_acc": baseline,
+                "val_acc_without": without,
+            }
+        )
+
+    def decide_all(self) -> None:
+        while self.undecided:
+            self.decide_edge()
+
+    def _selection_accuracy(self) -> float:
+        """The supernet's validation accuracy under the current derivation weights, with
+        batch statistics (the running ones belong to the unperturbed supernet); the
+        network's buffers are restored afterwards."""
+        weights = self.arch_params.derivation_weights(self.relaxation)
+        buffers = {name: b.clone() for name, b in self.network.named_buffers()}
+        was_training = self.network.training
+        self.network.train()
+        correct, count = 0, 0
+        try:
+            with torch.no_grad(), self.trainer.precision_plugin.forward_context():
+                for batch in self._eval_loader():
+                    x, y = self._device_batch(batch)
+                    logits = supernet_logits(self.network, x, weights)
+                    correct += int((logits.argmax(1) == y).sum())
+                    count += len(y)
+        finally:
+            self.network.train(was_training)
+            for name, buffer in self.network.named_buffers():
+                buffer.copy_(buffers[name])
+        return correct / max(count, 1)
 
     def derived(self) -> tuple[dict[str, Tensor], Architecture]:
         """The current derivation weights and the architecture derived from them."""
@@ -754,6 +841,7 @@ class _DartsModule(_SupernetModule):
             "arch_description": self._derived.describe(),
             "alphas": _cell_weights_json(self._val_weights),
             "searching": self.searching(self.current_epoch),
+            "decided_edges": len(self.decisions),
             "candidate_ops": sum(
                 int(self.arch_params.mask(name).sum()) for name in self.arch_params
             ),
@@ -1093,6 +1181,14 @@ class DartsSearch(_SupernetSearch):
             `prune_epoch` (counted from 0), every edge keeps its `keep_ops` strongest ops
             and the others are removed (their weight is 0 from then on, so they are no
             longer computed); a fresh `warmup_epochs` follow. None: no pruning.
+        selection: ``magnitude`` (the op of largest weight per edge, as DARTS) or
+            ``perturbation`` (DARTS-PT, Wang et al. 2021; NB201 only): after the
+            `epochs`, the edges are decided one at a time in a seeded random order, each
+            fixed to the op whose removal lowers the supernet's validation accuracy most,
+            and the weights tuned for `tune_epochs` after each decision (alpha frozen).
+            With ``warmup_epochs == epochs`` alpha never moves: DARTS-PT's fixed-alpha
+            variant, which the paper finds the most robust.
+        tune_epochs: Epochs of weight tuning after each perturbation decision (>= 1).
         **weights: The supernet's weights and data (`WeightSettings`: epochs, batch_size,
             w_lr, ...).
     """
@@ -1111,9 +1207,22 @@ class DartsSearch(_SupernetSearch):
         kl_weight: float = 0.0,
         prune_epoch: int | None = None,
         keep_ops: int = 3,
+        selection: str = "magnitude",
+        tune_epochs: int = 1,
         **weights: Any,
     ) -> None:
         super().__init__(space, seed, weights)
+        if selection not in SELECTIONS:
+            raise NasflowError(
+                f"strategy.selection must be one of {', '.join(SELECTIONS)}, got {selection!r}"
+            )
+        if selection == "perturbation" and not isinstance(space, NB201Space):
+            raise NasflowError(
+                "strategy.selection=perturbation is implemented for search_space nb201 only "
+                f"(not yet its topology step for darts), got '{space.name}'"
+            )
+        self.selection = selection
+        self.tune_epochs = _int("tune_epochs", tune_epochs)
         if relaxation not in RELAXATIONS:
             raise NasflowError(
                 f"strategy.relaxation must be one of {', '.join(RELAXATIONS)}, got {relaxation!r}"
@@ -1165,6 +1274,8 @@ class DartsSearch(_SupernetSearch):
             warmup_epochs=self.warmup_epochs,
             prune_epoch=self.prune_epoch,
             keep_ops=self.keep_ops,
+            selection=self.selection,
+            tune_epochs=self.tune_epochs,
             sampler=sampler,
             val_order=val_order,
             network=network,
@@ -1175,11 +1286,11 @@ class DartsSearch(_SupernetSearch):
             train_order=train_order,
             on_record=self._reporter(tracker, network.ops, on_epoch),
         )
-        _trainer(trainer_factory, self.weights.epochs, validate=True).fit(module)
-        if len(module.history) != self.weights.epochs:
+        _trainer(trainer_factory, module.total_epochs, validate=True).fit(module)
+        if len(module.history) != module.total_epochs or module.undecided:
             raise NasflowError(
                 f"the {self.name} search stopped after {len(module.history)} of "
-                f"{self.weights.epochs} epochs"
+                f"{module.total_epochs} epochs"
             )
         last = module.history[-1]
         result = OneShotResult(
@@ -1194,6 +1305,8 @@ class DartsSearch(_SupernetSearch):
                 "warmup_epochs": self.warmup_epochs,
                 "prune_epoch": self.prune_epoch,
                 "keep_ops": self.keep_ops,
+                "selection": self.selection,
+                "decisions": module.decisions,
                 "ops": list(network.ops),
                 "alpha_logits": _cell_weights_json(dict(arch_params.items())),
             },
