@@ -32,7 +32,7 @@ def test_params_yaml_is_conf_composed() -> None:
     assert (ROOT / "params.yaml").read_text() == compose_params(ROOT / "conf")
 
 
-ONE_SHOT = ("darts", "gdas", "drnas", "enas")
+ONE_SHOT = ("darts", "darts_pt", "gdas", "drnas", "enas")
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])

@@ -97,6 +97,9 @@ def test_nb201_supernet_forward_backward() -> None:
     assert all(p.grad is not None for p in net.parameters())
     # The cells are NB201 cells with five candidates on each of six edges.
     assert len(net.cells[0].edges) == 6 and len(net.cells[0].edges[0].candidates) == 5
+    # Their batch norms are non-affine (DARTS'), so an op cannot rescale its own output.
+    norms = [m for m in net.cells[0].modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 12 and not any(m.affine for m in norms)
 
 
 def test_nb201_supernet_checks_its_arguments() -> None:
