@@ -37,7 +37,7 @@ from typing import Any
 from report import machine_info, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("darts", "drnas", "gdas", "enas")
+METHODS = ("darts", "darts_pt", "drnas", "gdas", "enas")
 # The CPU setting of the CIFAR-10 runs: a 5,000 + 5,000 image subset of the train and val
 # splits at full 32x32 resolution, and a supernet of 8 channels and one cell per stage
 # (NB201 retrains 16 channels, 5 cells per stage). The epochs are each method's own.
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--common", default="", help="Hydra overrides added to every run")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
-    methods = args.method or (list(METHODS) if args.suite == "digits" else ["drnas", "darts"])
+    methods = args.method or (list(METHODS) if args.suite == "digits" else ["darts_pt", "darts"])
     if unknown := sorted(set(methods) - set(METHODS)):
         sys.exit(f"error: unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
     output = args.output or f"benchmarks/results/oneshot_{args.suite}.json"

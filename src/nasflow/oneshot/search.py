@@ -656,10 +656,11 @@ class _DartsModule(_SupernetModule):
         self.selection = selection
         self.tune_epochs = tune_epochs
         # Perturbation-based selection decides the edges in a seeded random order.
-        edges = sum(shape[0] for shape in self.network.arch_shapes().values())
-        self.undecided = [int(i) for i in torch.randperm(edges, generator=val_order)]
+        self.undecided: list[int] = []
         self.decisions: list[dict[str, Any]] = []
         if selection == "perturbation":
+            edges = sum(shape[0] for shape in self.network.arch_shapes().values())
+            self.undecided = [int(i) for i in torch.randperm(edges, generator=val_order)]
             self.total_epochs = self.settings.epochs + edges * tune_epochs
         # A submodule of this module (so Lightning moves it to the device), not of the
         # network: the architect optimises it on its own.
