@@ -16,7 +16,7 @@ MLflow off:
     .venv/bin/python benchmarks/oneshot.py digits
     .venv/bin/python benchmarks/oneshot.py cifar10 --data ../shared/datasets/cifar10-jpeg
     .venv/bin/python benchmarks/oneshot.py cifar10 --data ... --method drnas darts \\
-        --common "strategy.epochs=12"
+        --common "strategy.epochs=16" --seed 1
 
 Methods are `conf/strategy/` names; `--common` adds Hydra overrides to every run.
 Writes benchmarks/results/oneshot_<suite>.json.
@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--method", nargs="+", default=None, help=f"of {', '.join(METHODS)}")
     parser.add_argument("--data", help="cifar10: an ImageFolder with train/ and test/")
     parser.add_argument("--common", default="", help="Hydra overrides added to every run")
+    parser.add_argument("--seed", type=int, default=0, help="the search seed of every run")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     methods = args.method or (list(METHODS) if args.suite == "digits" else ["darts_pt", "darts"])
@@ -132,7 +133,7 @@ def main() -> None:
             prepared = ROOT / "data" / "prepared"
             if not (prepared / "meta.json").is_file():
                 sys.exit("error: no prepared data in data/prepared: run `dvc repro prepare` first")
-            common = f"search_space=nb201 {args.common}"
+            common = f"search_space=nb201 seed={args.seed} {args.common}"
         else:
             if not args.data or not Path(args.data, "train").is_dir():
                 sys.exit(f"error: --data needs train/<class>/ images, got {args.data!r}")
@@ -146,11 +147,12 @@ def main() -> None:
                     f"paths.prepared={prepared}",
                 ],
             )
-            common = f"{CIFAR10_COMMON} {args.common}"
+            common = f"{CIFAR10_COMMON} seed={args.seed} {args.common}"
         for method in methods:
             folder = Path(scratch) / method
             runs[method] = run_method(method, common, folder, prepared, args.suite == "digits")
-    report = {"machine": machine_info(suite=args.suite, data=args.data), "runs": runs}
+    info = machine_info(suite=args.suite, data=args.data, seed=args.seed)
+    report = {"machine": info, "runs": runs}
     write_report(report, output)
 
 

@@ -283,12 +283,14 @@ def build_supernet(
     num_classes: int,
     channels: int | None = None,
     cells: int | None = None,
+    affine: bool = False,
 ) -> NB201Supernet | DartsSupernet:
     """The supernet of `space` for images of `input_shape` (C, H, W).
 
     `channels` and `cells` (NB201: cells per stage; DARTS: layers) size the supernet, the
     space's own values if None. The candidate ops are the space's; a DARTS supernet adds
-    ``none``, which DARTS' derivation needs and never picks.
+    ``none``, which DARTS' derivation needs and never picks. `affine` is the NB201 edge
+    convolutions' batch norm's (DARTS' supernet is always non-affine).
     """
     if len(input_shape) != 3:
         raise NasflowError(f"a supernet takes images (C, H, W), got input shape {input_shape}")
@@ -300,6 +302,7 @@ def build_supernet(
             channels=channels or space.channels,
             cells_per_stage=cells or space.cells_per_stage,
             ops=space.ops,
+            affine=affine,
         )
     if isinstance(space, DartsSpace):
         if cells is not None and cells < 3:
@@ -1134,6 +1137,11 @@ def _trainer(factory: TrainerFactory, epochs: int, validate: bool) -> pl.Trainer
 class _SupernetSearch(OneShotStrategy):
     """The shared part of both searches: settings, data, the supernet and the logging."""
 
+    # Whether the NB201 supernet's edge batch norms are affine: not where ops are mixed
+    # by weights (a learnt scale would undo them, as DARTS argues), yes where one sampled
+    # op runs at a time (ENAS' shared ops keep their own scale and shift).
+    affine: ClassVar[bool] = False
+
     def __init__(self, space: SearchSpace, seed: int, weights: dict[str, Any]) -> None:
         super().__init__(space, seed)
         self.weights = WeightSettings.check(**weights)
@@ -1145,7 +1153,12 @@ class _SupernetSearch(OneShotStrategy):
         network = _init_network(
             self.seed,
             lambda: build_supernet(
-                self.space, data.info.input_shape, data.info.num_classes, s.channels, s.cells
+                self.space,
+                data.info.input_shape,
+                data.info.num_classes,
+                s.channels,
+                s.cells,
+                affine=self.affine,
             ),
         )
         assert isinstance(network, NB201Supernet | DartsSupernet)
@@ -1334,6 +1347,7 @@ class EnasSearch(_SupernetSearch):
     """
 
     name = "enas"
+    affine = True
 
     def __init__(
         self,
