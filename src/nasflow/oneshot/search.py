@@ -10,8 +10,10 @@ shares, and reads the architecture off it at the end. The search stage calls
   with SGD steps on the supernet's weights on training batches. The relaxation chooses
   the method: ``softmax`` (DARTS, Liu et al. 2019), ``gumbel`` (GDAS, Dong & Yang 2019;
   tau annealed linearly from 10 to 0.1 over the epochs) or ``dirichlet`` (DrNAS, Chen et
-  al. 2021). The architecture is derived from the relaxation's derivation weights
-  (`nasflow.oneshot.derive`).
+  al. 2021; with its warm-up, regularisers and progressive shrinking). The architecture is
+  derived from the relaxation's derivation weights (`nasflow.oneshot.derive`), or, with
+  ``selection="perturbation"`` (DARTS-PT, Wang et al. 2021), edge by edge from the
+  validation accuracy the supernet loses without each op.
 * `EnasSearch` (``name = "enas"``, Pham et al. 2018): the same supernet, driven by
   one-hot weights of architectures that `Reinforce`'s LSTM controller samples. Each
   epoch first trains the shared weights (a freshly sampled architecture per training
