@@ -20,16 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from report import machine_info, write_report
+from report import ROOT, machine_info, run_stage, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "full_training": "",
     # A proxy vote keeps 9 of 27 random proposals; successive halving trains them for 3
@@ -51,16 +48,7 @@ def run_variant(name: str, overrides: str, scratch: Path, seed: int) -> dict[str
         f"paths.checkpoints={folder / 'checkpoints'}",
         *shlex.split(overrides),
     ]
-    walls = {}
-    for stage in ("search", "retrain", "evaluate"):
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, str(ROOT / "pipelines" / f"{stage}.py"), *common],
-            cwd=ROOT,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        walls[stage] = round(time.perf_counter() - start, 2)
+    walls = {stage: run_stage(stage, common) for stage in ("search", "retrain", "evaluate")}
     summary = json.loads((folder / "search" / "summary.json").read_text())
     metrics = json.loads((folder / "evaluate" / "metrics.json").read_text())
     best = json.loads((folder / "search" / "best_architecture.json").read_text())

@@ -27,16 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from report import machine_info, write_report
+from report import ROOT, machine_info, run_stage, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("darts", "darts_pt", "drnas", "gdas", "enas")
 # The CPU setting of the CIFAR-10 runs: a 5,000 + 5,000 image subset of the train and val
 # splits at full 32x32 resolution, and a supernet of 8 channels and one cell per stage
@@ -59,17 +56,6 @@ RECORDED = (
 )
 
 
-def _stage(stage: str, overrides: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / f"{stage}.py"), *overrides],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return round(time.perf_counter() - start, 2)
-
-
 def run_method(
     method: str, common: str, folder: Path, prepared: Path, retrain: bool
 ) -> dict[str, Any]:
@@ -82,7 +68,7 @@ def run_method(
         f"paths.evaluate={folder / 'evaluate'}",
         *shlex.split(common),
     ]
-    walls = {"search": _stage("search", overrides)}
+    walls = {"search": run_stage("search", overrides)}
     summary = json.loads((folder / "search" / "summary.json").read_text())
     best = json.loads((folder / "search" / "best_architecture.json").read_text())
     history = [json.loads(line) for line in (folder / "search" / "history.jsonl").open()]
@@ -98,8 +84,8 @@ def run_method(
         "per_epoch": [{key: record.get(key) for key in RECORDED} for record in history],
     }
     if retrain:
-        walls["retrain"] = _stage("retrain", overrides)
-        walls["evaluate"] = _stage("evaluate", overrides)
+        walls["retrain"] = run_stage("retrain", overrides)
+        walls["evaluate"] = run_stage("evaluate", overrides)
         metrics = json.loads((folder / "evaluate" / "metrics.json").read_text())
         result["test_acc"] = metrics["test_acc"]
     result["stage_wall_seconds"] = walls
@@ -138,7 +124,7 @@ def main() -> None:
             if not args.data or not Path(args.data, "train").is_dir():
                 sys.exit(f"error: --data needs train/<class>/ images, got {args.data!r}")
             prepared = Path(scratch) / "prepared"
-            _stage(
+            run_stage(
                 "prepare",
                 [
                     "tracking=none",

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +36,19 @@ def write_report(report: dict[str, Any], output: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_stage(stage: str, overrides: list[str]) -> float:
+    """Run the pipeline's entry point for `stage` with Hydra `overrides` from the
+    repository root (its output hidden, a failure raised); returns its wall seconds."""
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / f"{stage}.py"), *overrides],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return round(time.perf_counter() - start, 2)

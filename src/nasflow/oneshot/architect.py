@@ -261,6 +261,19 @@ class Architect:
         w_lr: float | None,
         w_optimizer: torch.optim.Optimizer | None,
     ) -> tuple[dict[str, Tensor], Tensor]:
+        """The architecture gradient (the validation loss's plus the regulariser's) and
+        the validation loss."""
+        grads, loss = self._loss_gradient(train_batch, val_batch, w_lr, w_optimizer)
+        return self._regularized(grads), loss
+
+    def _loss_gradient(
+        self,
+        train_batch: Any,
+        val_batch: Any,
+        w_lr: float | None,
+        w_optimizer: torch.optim.Optimizer | None,
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """The validation loss's architecture gradient at this architect's order."""
         names = self.arch_params.keys()
         alphas = [alpha for _, alpha in self.arch_params.items()]
         params, rules = self._moving(w_optimizer) if self.order == 2 else ({}, {})
@@ -268,7 +281,7 @@ class Architect:
             state = self._generator_state()
             loss = self._loss(self._current_params(), self._weights(state), val_batch)
             grads = torch.autograd.grad(loss, alphas)
-            return self._regularized(dict(zip(names, grads, strict=True))), loss.detach()
+            return dict(zip(names, grads, strict=True)), loss.detach()
 
         xi = self._xi(w_lr)
         state = self._generator_state()
@@ -294,7 +307,7 @@ class Architect:
         u = [rules[name].slope * g for name, g in zip(params, v, strict=True)]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in u]))
         if xi == 0 or not norm > 0:
-            return self._regularized(dict(zip(names, alpha_grads, strict=True))), val_loss.detach()
+            return dict(zip(names, alpha_grads, strict=True)), val_loss.detach()
         eps = self.fd_radius / norm
         with torch.no_grad():
             plus = {name: p + eps * g for (name, p), g in zip(params.items(), u, strict=True)}
@@ -309,7 +322,7 @@ class Architect:
             name: g - xi * (gp - gm) / (2 * eps)
             for name, g, gp, gm in zip(names, alpha_grads, grads_plus, grads_minus, strict=True)
         }
-        return self._regularized(result), val_loss.detach()
+        return result, val_loss.detach()
 
     # -- helpers -------------------------------------------------------------------------
 

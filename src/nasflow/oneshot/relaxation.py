@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -140,6 +141,25 @@ class ArchParameters(nn.Module):
             order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
             kept = torch.zeros_like(mask).scatter_(-1, order[..., :keep], True)
             mask.copy_(kept & mask)
+
+    def fix(self, name: str, row: int, op: int) -> None:
+        """Decide edge `row` of parameter `name`: op `op` is its only candidate from now
+        on (weight exactly 1)."""
+        mask = self.mask(name)
+        mask[row] = False
+        mask[row, op] = True
+
+    @contextmanager
+    def without(self, name: str, row: int, op: int) -> Iterator[None]:
+        """Within the block, op `op` of edge `row` of parameter `name` is removed (the
+        edge's other candidates share its weight, see `Relaxation.weights`)."""
+        mask = self.mask(name)
+        was = bool(mask[row, op])
+        mask[row, op] = False
+        try:
+            yield
+        finally:
+            mask[row, op] = was
 
     def _live_mask(self, name: str) -> Tensor | None:
         """The mask if some op is pruned (None otherwise, so nothing extra is computed)."""

@@ -570,6 +570,10 @@ class _SupernetModule(pl.LightningModule):
                 gradient_clip_algorithm="norm",
             )
 
+    def complete(self) -> bool:
+        """Whether the search ran to its end (every epoch, and what the method adds)."""
+        return len(self.history) == self.total_epochs
+
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
 
@@ -601,15 +605,23 @@ class _SupernetModule(pl.LightningModule):
     # -- manual evaluation (outside Lightning's loops) ---------------------------------
 
     @contextmanager
-    def _evaluating(self) -> Iterator[None]:
-        """Eval mode, no gradients and the trainer's precision, restored afterwards."""
+    def _evaluating(self, batch_statistics: bool = False) -> Iterator[None]:
+        """No gradients and the trainer's precision, in eval mode, or, with
+        `batch_statistics`, in train mode with the network's buffers (batch-norm running
+        statistics) restored afterwards; the mode is restored too."""
         was_training = self.network.training
-        self.network.eval()
+        buffers = (
+            {n: b.clone() for n, b in self.network.named_buffers()} if batch_statistics else {}
+        )
+        self.network.train(batch_statistics)
         try:
             with torch.no_grad(), self.trainer.precision_plugin.forward_context():
                 yield
         finally:
             self.network.train(was_training)
+            for name, buffer in self.network.named_buffers():
+                if name in buffers:
+                    buffer.copy_(buffers[name])
 
     def _device_batch(self, batch: Any) -> Any:
         batch = self.trainer.strategy.batch_to_device(batch)
@@ -712,6 +724,9 @@ class _DartsModule(_SupernetModule):
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader()
 
+    def complete(self) -> bool:
+        return super().complete() and not self.undecided
+
     def searching(self, epoch: int) -> bool:
         """Whether alpha is optimised in `epoch` (not in a warm-up: the first
         `warmup_epochs`, and as many after pruning; not while a perturbation-based
@@ -761,22 +776,16 @@ class _DartsModule(_SupernetModule):
             return
         edge = self.undecided.pop(0)
         name, row = self._rows()[edge]
-        mask = self.arch_params.mask(name)
-        candidates = [int(k) for k in mask[row].nonzero().flatten()]
+        candidates = [int(k) for k in self.arch_params.mask(name)[row].nonzero().flatten()]
         baseline = self._selection_accuracy()
         without: dict[str, float] = {}
-        for k in candidates:
-            if len(candidates) == 1:
-                break
-            mask[row, k] = False
-            try:
-                without[self.network.ops[k]] = self._selection_accuracy()
-            finally:
-                mask[row, k] = True
+        if len(candidates) > 1:
+            for k in candidates:
+                with self.arch_params.without(name, row, k):
+                    without[self.network.ops[k]] = self._selection_accuracy()
         # The op whose removal hurts most; the first candidate on ties (and if alone).
         chosen = min(candidates, key=lambda k: without.get(self.network.ops[k], baseline))
-        mask[row] = False
-        mask[row, chosen] = True
+        self.arch_params.fix(name, row, chosen)
         self.decisions.append(
             {
                 "epoch": self.current_epoch,
@@ -788,31 +797,12 @@ class _DartsModule(_SupernetModule):
             }
         )
 
-    def decide_all(self) -> None:
-        while self.undecided:
-            self.decide_edge()
-
     def _selection_accuracy(self) -> float:
         """The supernet's validation accuracy under the current derivation weights, with
-        batch statistics (the running ones belong to the unperturbed supernet); the
-        network's buffers are restored afterwards."""
+        batch statistics (the running ones belong to the unperturbed supernet)."""
         weights = self.arch_params.derivation_weights(self.relaxation)
-        buffers = {name: b.clone() for name, b in self.network.named_buffers()}
-        was_training = self.network.training
-        self.network.train()
-        correct, count = 0, 0
-        try:
-            with torch.no_grad(), self.trainer.precision_plugin.forward_context():
-                for batch in self._eval_loader():
-                    x, y = self._device_batch(batch)
-                    logits = supernet_logits(self.network, x, weights)
-                    correct += int((logits.argmax(1) == y).sum())
-                    count += len(y)
-        finally:
-            self.network.train(was_training)
-            for name, buffer in self.network.named_buffers():
-                buffer.copy_(buffers[name])
-        return correct / max(count, 1)
+        with self._evaluating(batch_statistics=True):
+            return self._evaluate(weights, self._eval_loader())[1]
 
     def derived(self) -> tuple[dict[str, Tensor], Architecture]:
         """The current derivation weights and the architecture derived from them."""
@@ -1038,6 +1028,9 @@ class _EnasModule(_SupernetModule):
     def train_dataloader(self) -> DataLoader:
         return self._train_loader()
 
+    def complete(self) -> bool:
+        return super().complete() and self.best is not None
+
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         self._queue = []
@@ -1166,14 +1159,42 @@ class _SupernetSearch(OneShotStrategy):
         assert isinstance(network, NB201Supernet | DartsSupernet)
         return network
 
-    def _reporter(
-        self, tracker: Tracker, ops: Sequence[str], on_epoch: EpochCallback
-    ) -> EpochCallback:
+    def _module_inputs(
+        self,
+        data: InMemoryData,
+        network: NB201Supernet | DartsSupernet,
+        splits: tuple[TensorDataset, TensorDataset],
+        train_order: torch.Generator,
+        tracker: Tracker,
+        on_epoch: EpochCallback,
+    ) -> dict[str, Any]:
+        """The arguments every supernet module takes (see `_SupernetModule`)."""
+        ops = network.ops
+
         def report(record: dict[str, Any]) -> None:
             tracker.log_metrics(_numeric(record, ops), step=int(record["epoch"]))
             on_epoch(record)
 
-        return report
+        return {
+            "network": network,
+            "num_classes": data.info.num_classes,
+            "settings": self.weights,
+            "train": splits[0],
+            "val": splits[1],
+            "train_order": train_order,
+            "on_record": report,
+        }
+
+    def _fit(
+        self, module: _SupernetModule, trainer_factory: TrainerFactory, validate: bool
+    ) -> None:
+        """Train `module` for all its epochs; an error if the search did not complete."""
+        _trainer(trainer_factory, module.total_epochs, validate).fit(module)
+        if not module.complete():
+            raise NasflowError(
+                f"the {self.name} search stopped after {len(module.history)} of "
+                f"{module.total_epochs} epochs"
+            )
 
 
 class DartsSearch(_SupernetSearch):
@@ -1274,7 +1295,7 @@ class DartsSearch(_SupernetSearch):
         quiet_lightning()
         start = time.perf_counter()
         alpha_init, train_order, val_order, sampler, subset = _generators(self.seed, 5)
-        train, val = _splits(data, self.weights, subset)
+        splits = _splits(data, self.weights, subset)
         network = self._network(data)
         arch_params = ArchParameters.for_network(network, alpha_init)
         options = {"kl_weight": self.kl_weight} if self.relaxation == "dirichlet" else {}
@@ -1294,20 +1315,9 @@ class DartsSearch(_SupernetSearch):
             tune_epochs=self.tune_epochs,
             sampler=sampler,
             val_order=val_order,
-            network=network,
-            num_classes=data.info.num_classes,
-            settings=self.weights,
-            train=train,
-            val=val,
-            train_order=train_order,
-            on_record=self._reporter(tracker, network.ops, on_epoch),
+            **self._module_inputs(data, network, splits, train_order, tracker, on_epoch),
         )
-        _trainer(trainer_factory, module.total_epochs, validate=True).fit(module)
-        if len(module.history) != module.total_epochs or module.undecided:
-            raise NasflowError(
-                f"the {self.name} search stopped after {len(module.history)} of "
-                f"{module.total_epochs} epochs"
-            )
+        self._fit(module, trainer_factory, validate=True)
         last = module.history[-1]
         result = OneShotResult(
             arch=self.space.from_json(last["arch"]),
@@ -1385,7 +1395,7 @@ class EnasSearch(_SupernetSearch):
         quiet_lightning()
         start = time.perf_counter()
         train_order, val_order, sampling, subset, controller_seed = _generators(self.seed, 5)
-        train, val = _splits(data, self.weights, subset)
+        splits = _splits(data, self.weights, subset)
         network = self._network(data)
         strategy = Reinforce(
             self.space,
@@ -1403,20 +1413,10 @@ class EnasSearch(_SupernetSearch):
             controller_steps=self.controller_steps,
             final_samples=self.final_samples,
             val_order=val_order,
-            network=network,
-            num_classes=data.info.num_classes,
-            settings=self.weights,
-            train=train,
-            val=val,
-            train_order=train_order,
-            on_record=self._reporter(tracker, network.ops, on_epoch),
+            **self._module_inputs(data, network, splits, train_order, tracker, on_epoch),
         )
-        _trainer(trainer_factory, self.weights.epochs, validate=False).fit(module)
-        if len(module.history) != self.weights.epochs or module.best is None:
-            raise NasflowError(
-                f"the {self.name} search stopped after {len(module.history)} of "
-                f"{self.weights.epochs} epochs"
-            )
+        self._fit(module, trainer_factory, validate=False)
+        assert module.best is not None  # `complete` checks it
         arch, score = module.best
         result = OneShotResult(
             arch=self.space.from_json(arch.to_json()),

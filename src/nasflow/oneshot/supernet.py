@@ -193,24 +193,12 @@ class NB201Supernet(nn.Module):
         check_int("channels", channels)
         check_int("cells_per_stage", cells_per_stage)
         self.ops = _check_ops("ops", ops, nb201.OPS)
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        self.stem = nb201.stem(in_channels, channels)
+        blocks, width = nb201.stages(
+            channels, cells_per_stage, lambda c: NB201SearchCell(c, self.ops, affine)
         )
-        blocks: list[nn.Module] = []
-        width = channels
-        for stage in range(3):
-            if stage > 0:
-                blocks.append(nb201.ResidualReduction(width, 2 * width))
-                width *= 2
-            blocks += [NB201SearchCell(width, self.ops, affine) for _ in range(cells_per_stage)]
         self.cells = nn.ModuleList(blocks)
-        self.head = nn.Sequential(
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(width, num_classes),
-        )
+        self.head = nb201.head(width, num_classes)
 
     def arch_shapes(self) -> dict[str, tuple[int, int]]:
         """The shape of each op-weight matrix `forward` takes, in argument order."""

@@ -24,7 +24,7 @@ so arch strings copied from the paper, the table or other tools work unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,6 +266,39 @@ class ResidualReduction(nn.Module):
         return self.shortcut(x) + self.conv_b(self.conv_a(x))
 
 
+def stem(in_channels: int, channels: int) -> nn.Sequential:
+    """The benchmark network's stem: a 3x3 convolution and batch norm."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+    )
+
+
+def stages(
+    channels: int, cells_per_stage: int, cell: Callable[[int], nn.Module]
+) -> tuple[list[nn.Module], int]:
+    """The three stages of `cells_per_stage` cells (``cell(width)``) at C, 2C and 4C
+    channels with a `ResidualReduction` between stages, and the final width."""
+    blocks: list[nn.Module] = []
+    width = channels
+    for stage in range(3):
+        if stage > 0:
+            blocks.append(ResidualReduction(width, 2 * width))
+            width *= 2
+        blocks += [cell(width) for _ in range(cells_per_stage)]
+    return blocks, width
+
+
+def head(width: int, num_classes: int) -> nn.Sequential:
+    """The benchmark network's head: batch norm, ReLU, global pooling, a linear layer."""
+    return nn.Sequential(
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, num_classes),
+    )
+
+
 class NB201Network(nn.Module):
     """The benchmark's macro network around a cell (its "TinyNetwork")."""
 
@@ -278,24 +311,10 @@ class NB201Network(nn.Module):
         cells_per_stage: int,
     ) -> None:
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
-        )
-        blocks: list[nn.Module] = []
-        width = channels
-        for stage in range(3):
-            if stage > 0:
-                blocks.append(ResidualReduction(width, 2 * width))
-                width *= 2
-            blocks += [NB201Cell(arch, width) for _ in range(cells_per_stage)]
+        self.stem = stem(in_channels, channels)
+        blocks, width = stages(channels, cells_per_stage, lambda c: NB201Cell(arch, c))
         self.cells = nn.Sequential(*blocks)
-        self.head = nn.Sequential(
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(width, num_classes),
-        )
+        self.head = head(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.cells(self.stem(x)))

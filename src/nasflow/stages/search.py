@@ -41,15 +41,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     estimator = instantiate(cfg.estimator, space=space, data=data, trainer=instantiate(cfg.trainer))
     executor = instantiate(cfg.executor)
 
-    tags = {
-        "nasflow.stage": "search",
-        "nasflow.strategy": strategy.name,
-        "nasflow.search_space": space.name,
-        "nasflow.dataset": data.info.name,
-        "nasflow.data_hash": data.info.content_hash,
-        "nasflow.seed": str(cfg.seed),
-        "mlflow.source.git.commit": git_commit(),
-    }
+    tags = _tags(cfg, strategy.name, space.name, data)
     log.info(
         "%s search over the %s space (%s architectures), budget %d, on %s",
         strategy.name,
@@ -119,15 +111,7 @@ def _run_one_shot(
     log.info(
         "%s one-shot search over the %s space on %s", strategy.name, space.name, data.info.name
     )
-    tags = {
-        "nasflow.stage": "search",
-        "nasflow.strategy": strategy.name,
-        "nasflow.search_space": space.name,
-        "nasflow.dataset": data.info.name,
-        "nasflow.data_hash": data.info.content_hash,
-        "nasflow.seed": str(cfg.seed),
-        "mlflow.source.git.commit": git_commit(),
-    }
+    tags = _tags(cfg, strategy.name, space.name, data)
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     with tracker.run(f"search-{strategy.name}-{space.name}", tags, config) as run_id:
 
@@ -176,6 +160,19 @@ def _run_one_shot(
         write_json(out / "best_architecture.json", record)
     log.info("derived %s (val_acc %.4f)", result.arch.describe(), result.score)
     return summary
+
+
+def _tags(cfg: DictConfig, strategy: str, space: str, data: InMemoryData) -> dict[str, str]:
+    """The search run's MLflow tags."""
+    return {
+        "nasflow.stage": "search",
+        "nasflow.strategy": strategy,
+        "nasflow.search_space": space,
+        "nasflow.dataset": data.info.name,
+        "nasflow.data_hash": data.info.content_hash,
+        "nasflow.seed": str(cfg.seed),
+        "mlflow.source.git.commit": git_commit(),
+    }
 
 
 def table_reference(arch: Architecture) -> dict[str, float]:
