@@ -24,18 +24,23 @@ repro: setup  ## run the pipeline: prepare -> search -> retrain -> evaluate
 	dvc repro
 	dvc metrics show
 
+# Two test workers of one thread each: on two cores, two processes with torch's default
+# threads slow each other down many times over.
+TEST_WORKERS ?= 2
+
 test: setup  ## the whole test suite, end-to-end pipeline included
-	pytest -q
+	OMP_NUM_THREADS=1 pytest -q -n $(TEST_WORKERS)
 
 test-fast: setup  ## the unit tests only
-	pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 lint: setup
 	ruff check src tests pipelines benchmarks
 	ruff format --check src tests pipelines benchmarks
 	mypy
 
-params: setup  ## rewrite params.yaml from conf/ (dvc exp run does this itself)
+params: setup  ## regenerate the config schemas from the constructors, and params.yaml from conf/
+	python -m nasflow.schemas
 	python -m nasflow.params
 
 mlflow-ui: setup  ## browse runs at http://127.0.0.1:5000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,22 @@ def tiny_cfg(tmp_path: Path, prepared_digits: Path) -> DictConfig:
             f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
         ]
     )
+
+
+def conf_dirs() -> list[Path]:
+    """conf/, then the folders of components outside nasflow (``NASFLOW_CONF_PATH``)."""
+    extra = os.environ.get("NASFLOW_CONF_PATH", "")
+    return [ROOT / "conf", *(Path(p) for p in extra.split(os.pathsep) if p)]
+
+
+def option_files(group: str) -> list[Path]:
+    """Every option file of `group`, nasflow's and the plugins'."""
+    return sorted(path for folder in conf_dirs() for path in (folder / group).glob("*.yaml"))
+
+
+def discrete_strategies() -> list[str]:
+    """Every registered ask/tell strategy (the registry, plugins included)."""
+    from nasflow.registry import STRATEGIES
+    from nasflow.search_strategies.base import SearchStrategy
+
+    return sorted(n for n, c in STRATEGIES.load().items() if issubclass(c, SearchStrategy))

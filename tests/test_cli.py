@@ -43,7 +43,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -
         ),
         ("search", ["search_space=resnet"], ["search_space=resnet", "chain"]),
         ("prepare", ["data=imagenet"], ["data=imagenet", "digits", "mnist"]),
-        ("search", ["strategy.budgt=3"], ["budgt", "RandomSearchConfig"]),
+        ("search", ["strategy.budgt=3"], ["budgt", "RandomSearchSchema"]),
         ("search", ["strategy.budget=ten"], ["ten", "Integer"]),
     ],
 )

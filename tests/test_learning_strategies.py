@@ -1,4 +1,5 @@
-"""Regularized evolution, local search and TPE: their mechanics, resume and settings.
+"""The strategies that learn (regularized evolution, local search, TPE, REINFORCE and any
+other registered one): their mechanics, resume and settings.
 
 Scores are fixed functions of the architecture (its hash, or how many NB201 edges carry
 a 3x3 convolution), so every test runs in milliseconds without training anything.
@@ -15,7 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from nasflow.errors import NasflowError
-from nasflow.estimators import Evaluation
+from nasflow.records import Evaluation
+from nasflow.registry import STRATEGIES as REGISTERED
 from nasflow.search_spaces import (
     Architecture,
     ChainSpace,
@@ -27,10 +29,17 @@ from nasflow.search_strategies.base import SearchStrategy
 from nasflow.search_strategies.evolution import RegularizedEvolution
 from nasflow.search_strategies.local_search import LocalSearch
 from nasflow.search_strategies.tpe import TPESearch, _nearest_offered
+from tests.conftest import discrete_strategies
 
 NB201 = NB201Space()
 SMALL = ChainSpace(min_layers=2, max_layers=3, kernel_sizes=[3])  # 216 architectures
-STRATEGIES: list[type[SearchStrategy]] = [RegularizedEvolution, LocalSearch, TPESearch]
+# Every registered strategy that learns from what it is told (plugins' included); REINFORCE
+# has the same and more in test_reinforce.py.
+STRATEGIES: list[type[SearchStrategy]] = [
+    cls
+    for name in discrete_strategies()
+    if (cls := REGISTERED[name]).tell is not SearchStrategy.tell
+]
 Score = Callable[[Architecture], float]
 
 

@@ -21,20 +21,13 @@ from torch.utils.data import TensorDataset
 
 from nasflow.data import DatasetInfo
 from nasflow.errors import NasflowError
-from nasflow.oneshot.search import (
-    RECORD_KEYS,
-    ControllerSampler,
-    DartsSearch,
-    EnasSearch,
-    OneShotResult,
-    build_supernet,
-    one_hot_weights,
-)
+from nasflow.oneshot import DartsSearch, EnasSearch, OneShotResult
+from nasflow.oneshot.build import build_supernet, one_hot_weights
+from nasflow.oneshot.strategy import RECORD_KEYS
 from nasflow.oneshot.supernet import supernet_logits
 from nasflow.search_spaces import ChainSpace
 from nasflow.search_spaces.darts import DARTS_V2, DartsSpace
 from nasflow.search_spaces.nb201 import NB201Architecture, NB201Space
-from nasflow.search_strategies.reinforce import Reinforce
 from nasflow.tracking.base import Tracker
 from nasflow.training.data import InMemoryData
 
@@ -292,6 +285,11 @@ def test_perturbation_selection_fixes_each_edge_to_its_most_needed_op() -> None:
 def test_enas_rejects_bad_settings() -> None:
     with pytest.raises(NasflowError, match="controller_steps must be a positive integer, got 0"):
         EnasSearch(NB201Space.tiny(), controller_steps=0)
+    # The controller's settings are checked by `Reinforce`, under ENAS' names too.
+    with pytest.raises(NasflowError, match=r"batch_size must be .* controller_batch is its"):
+        EnasSearch(NB201Space.tiny(), controller_batch=0)
+    with pytest.raises(NasflowError, match=r"baseline_decay must be a number >= 0.0 and < 1.0"):
+        EnasSearch(NB201Space.tiny(), baseline_decay=1.0)
     with pytest.raises(NasflowError, match="search_space 'chain' has none"):
         EnasSearch(ChainSpace.tiny())
 
@@ -343,21 +341,6 @@ def test_searches_run_under_mixed_precision(strategy: str) -> None:
     assert all(
         math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in result.epochs
     )
-
-
-def test_controller_sampler_draws_from_the_reinforce_controller() -> None:
-    space = NB201Space.tiny()
-    strategy = Reinforce(space, budget=10, seed=0)
-    sampler = ControllerSampler(strategy, torch.Generator().manual_seed(0))
-    samples = sampler.sample(5)
-    for sample in samples:
-        space.validate(sample.arch)
-        assert sample.log_prob == pytest.approx(strategy.log_probability(sample.arch), abs=1e-5)
-        assert 0 < sample.entropy <= 6 * math.log(5) + 1e-6
-    again = ControllerSampler(strategy, torch.Generator().manual_seed(0)).sample(5)
-    assert [s.arch for s in again] == [s.arch for s in samples]
-    greedy = sampler.sample(2, greedy=True)
-    assert greedy[0].arch == greedy[1].arch
 
 
 def test_one_hot_weights_select_the_architecture() -> None:

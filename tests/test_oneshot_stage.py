@@ -12,7 +12,6 @@ from mlflow.tracking import MlflowClient
 from nasflow.errors import NasflowError
 from nasflow.search_spaces import NB201Space
 from nasflow.stages import evaluate, retrain, search
-from nasflow.stages.search import table_reference
 from tests.conftest import compose_config
 
 
@@ -53,7 +52,7 @@ def test_one_shot_search_writes_what_retrain_reads(
     if strategy != "enas":  # ENAS's result is the best of its final samples, not an epoch's
         assert json.loads(history[0])["arch_description"] == arch.describe()
     # What the NB201 table says of the derived cell, per epoch and in the summary.
-    reference = table_reference(arch)
+    reference = NB201Space().reference(arch)
     assert 10 <= summary["nb201_cifar10_test_acc"] <= 95
     assert summary["nb201_cifar10_test_acc"] == reference["nb201_cifar10_test_acc"]
     assert 0 <= summary["nb201_top_percent"] < 100

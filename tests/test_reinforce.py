@@ -11,7 +11,7 @@ import torch
 
 import nasflow.search_spaces  # noqa: F401  (registers every space)
 from nasflow.errors import NasflowError
-from nasflow.estimators import Evaluation
+from nasflow.records import Evaluation
 from nasflow.search_spaces import Architecture, ChainSpace, NB201Space, SearchSpace
 from nasflow.search_spaces.nb201 import OPS, NB201Architecture
 from nasflow.search_strategies.reinforce import Reinforce
@@ -115,6 +115,29 @@ def test_an_architecture_it_did_not_propose_can_be_told() -> None:
     strategy.tell(arch, Evaluation(status="ok", score=0.9))
     assert strategy.metrics()["updates"] == 1
     assert arch.id not in {a.id for a in (strategy.ask() for _ in range(20)) if a}
+
+
+def test_samples_follow_the_controller_and_leave_the_search_alone() -> None:
+    """`sample` (what ENAS trains on): the controller's distribution, repeats allowed,
+    from the generator given, without proposing anything."""
+    space = NB201Space.tiny()
+    strategy = Reinforce(space, budget=10, seed=0)
+    before = strategy.state_dict()
+    samples = strategy.sample(5, torch.Generator().manual_seed(0))
+    for sample in samples:
+        space.validate(sample.arch)
+        assert sample.log_prob == pytest.approx(strategy.log_probability(sample.arch), abs=1e-5)
+        assert 0 < sample.entropy <= 6 * math.log(5) + 1e-6
+    again = strategy.sample(5, torch.Generator().manual_seed(0))
+    assert [s.arch for s in again] == [s.arch for s in samples]
+    greedy = strategy.sample(2, greedy=True)
+    assert greedy[0].arch == greedy[1].arch
+    after = strategy.state_dict()
+    assert after["seen"] == before["seen"] == [] and not after["pending"]
+    assert torch.equal(after["generator"], before["generator"])  # its own was not used
+    small = ChainSpace(min_layers=1, max_layers=2, ops=["conv"], filters=[8], kernel_sizes=[3])
+    drawn = Reinforce(small, budget=10, seed=0).sample(small.size() + 1)
+    assert len({s.arch.id for s in drawn}) <= small.size()  # repeats, where `ask` has none
 
 
 def test_the_controller_learns_the_rewarded_sequence() -> None:

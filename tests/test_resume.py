@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nasflow.estimators import Estimator, Evaluation
+from nasflow.estimators import Estimator
 from nasflow.executors import LocalExecutor
 from nasflow.loop import Candidate, Checkpoint, Stopping, run_search
+from nasflow.records import Evaluation
+from nasflow.registry import STRATEGIES as REGISTERED
 from nasflow.search_spaces import Architecture, NB201Space
-from nasflow.search_strategies import GridSearch, RandomSearch
+from nasflow.search_strategies import RandomSearch, SearchStrategy
+from tests.conftest import discrete_strategies
 
 SPACE = NB201Space(channels=4, cells_per_stage=1)
 
@@ -32,10 +36,15 @@ class TableLikeEstimator(Estimator):
         return Evaluation(status="ok", score=int(arch.id[:8], 16) / 16**8 + seed % 7 * 1e-9)
 
 
-STRATEGIES = {
-    "random": lambda: RandomSearch(SPACE, budget=30, seed=3),
-    "grid": lambda: GridSearch(NB201Space(ops=["none", "skip_connect"]), budget=64, seed=3),
-}
+SMALL = NB201Space(ops=["none", "skip_connect"])  # 64 cells: grid's budget covers them
+
+
+def _make(name: str) -> Callable[[], SearchStrategy]:
+    return lambda: REGISTERED[name](SMALL, budget=SMALL.size(), seed=3)  # type: ignore[no-any-return]
+
+
+# Every registered ask/tell strategy (plugins' included), searching the whole small space.
+STRATEGIES = {name: _make(name) for name in discrete_strategies()}
 
 
 def snapshot(history: list[Candidate]) -> list[dict]:

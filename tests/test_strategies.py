@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from nasflow.errors import NasflowError
-from nasflow.estimators import Estimator, Evaluation
+from nasflow.estimators import Estimator
 from nasflow.executors import LocalExecutor
 from nasflow.loop import candidate_seed, run_search
+from nasflow.records import Evaluation
 from nasflow.search_spaces import Architecture, ChainSpace, NB201Space, SearchSpace
 from nasflow.search_strategies import GridSearch, RandomSearch
 from nasflow.tabular.nb201 import load_table

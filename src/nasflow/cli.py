@@ -6,9 +6,12 @@ import functools
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+import matplotlib
+import optuna
 from hydra.errors import (
     ConfigCompositionException,
     InstantiationException,
@@ -18,19 +21,28 @@ from hydra.errors import (
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from nasflow.config import register_configs
 from nasflow.errors import NasflowError
-
-register_configs()
 
 
 def configure_logging() -> None:
-    """Short progress lines on the console; library chatter only when it matters."""
+    """The process-wide settings of an entry point, and the only place that makes them:
+    short progress lines on the console, library chatter only when it matters, and a
+    plotting backend that needs no screen. Library code never changes these."""
     root = logging.getLogger()
     for handler in root.handlers:
         handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
     root.setLevel(logging.WARNING)
     logging.getLogger("nasflow").setLevel(logging.INFO)
+    # Candidates are trained by the dozen: Lightning's start-up lines for each would bury
+    # the search's own progress; a new SQLite MLflow store logs its migrations at INFO.
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning", "alembic", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Tensors in memory need no loader workers.
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Lightning 2.6 still touches torch's deprecated pytree LeafSpec; nothing to act on.
+    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*", category=FutureWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
+    matplotlib.use("Agg")  # diagrams and plots are files; no display is needed
 
 
 def stage(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:

@@ -4,6 +4,10 @@ No graphviz binary or other system package is needed. The layout is the one cell
 usually drawn in: nodes left to right in their order (a cell's inputs, its intermediate
 nodes, its output), an edge between neighbours drawn straight and longer edges as arcs,
 alternately above and below, the op name written on each edge.
+
+Drawn with matplotlib's object-oriented API (a `Figure` on an Agg canvas): no pyplot and
+no global backend, so drawing works without a display and leaves the importing process's
+matplotlib settings alone.
 """
 
 from __future__ import annotations
@@ -13,12 +17,9 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: never open a window, work without a display
-
-import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from nasflow.artifacts import write_bytes_atomic
 from nasflow.errors import NasflowError
@@ -33,19 +34,16 @@ def render(graphs: Sequence[Graph], fmt: str = "svg") -> bytes:
     if fmt not in FORMATS:
         raise NasflowError(f"diagram format '{fmt}' is not supported; use one of {FORMATS}")
     width = max(_width(graph) for graph in graphs)
-    figure, axes = plt.subplots(
-        len(graphs), 1, figsize=(width, _ROW_HEIGHT * len(graphs)), squeeze=False
-    )
-    try:
-        for ax, graph in zip(axes[:, 0], graphs, strict=True):
-            _draw(ax, graph)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        # metadata without a date, so the same architecture always gives the same SVG.
-        metadata = {"Date": None} if fmt == "svg" else {}
-        figure.savefig(buffer, format=fmt, dpi=110, metadata=metadata)
-    finally:
-        plt.close(figure)
+    figure = Figure(figsize=(width, _ROW_HEIGHT * len(graphs)))
+    FigureCanvasAgg(figure)  # measures the text (`_draw`) and writes PNG; SVG has its own
+    axes = figure.subplots(len(graphs), 1, squeeze=False)
+    for ax, graph in zip(axes[:, 0], graphs, strict=True):
+        _draw(ax, graph)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    # metadata without a date, so the same architecture always gives the same SVG.
+    metadata = {"Date": None} if fmt == "svg" else {}
+    figure.savefig(buffer, format=fmt, dpi=110, metadata=metadata)
     return buffer.getvalue()
 
 

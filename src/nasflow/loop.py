@@ -19,10 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from nasflow.estimators.base import Estimator, Evaluation
-from nasflow.executors import Executor, Task
+from nasflow.errors import NasflowError
+from nasflow.estimators.base import Estimator
+from nasflow.executors import Executor
+from nasflow.records import Evaluation, Task
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy
+from nasflow.searching import SearchContext, SearchOutcome
 
 log = logging.getLogger("nasflow.search")
 
@@ -89,11 +92,16 @@ class Stopping:
             (convergence). None: never.
         max_cost: Issue no new candidate once this many training epochs are spent (each
             candidate's `Evaluation.cost`, simulated ones for a table). None: no limit.
+        max_consecutive_failures: End with an error once this many candidates in a row
+            have failed: a candidate may fail for its own reasons (NaN, out of memory),
+            but failures in a row are most likely a bug, and spending the budget on it
+            would hide it. None: never.
     """
 
     max_seconds: float | None = None
     patience: int | None = None
     max_cost: float | None = None
+    max_consecutive_failures: int | None = 5
 
     def reason(self, history: list[Candidate], elapsed: float) -> str | None:
         """Why the search should stop now, or None to go on."""
@@ -109,6 +117,19 @@ class Stopping:
             if since >= self.patience:
                 return f"the best has not improved for {since} evaluations"
         return None
+
+    def check_failures(self, history: list[Candidate], log: Path | None) -> None:
+        """A NasflowError if the last `max_consecutive_failures` candidates all failed."""
+        limit = self.max_consecutive_failures
+        if limit is None or len(history) < limit:
+            return
+        if all(c.evaluation.status == "failed" for c in history[-limit:]):
+            where = f"; every traceback is in {log}" if log is not None else ""
+            raise NasflowError(
+                f"the last {limit} candidates failed, the last with {history[-1].evaluation.error}"
+                f"{where} (search.max_consecutive_failures={limit}: likely a bug, not the "
+                "candidates)"
+            )
 
 
 class Checkpoint:
@@ -163,6 +184,7 @@ def run_search(
     stopping: Stopping = Stopping(),
     checkpoint: Checkpoint | None = None,
     resumed: dict[str, Any] | None = None,
+    failure_log: Path | None = None,
 ) -> list[Candidate]:
     """Run the search until the budget is spent, a stopping rule fires or the strategy has
     nothing left to ask.
@@ -184,6 +206,8 @@ def run_search(
         checkpoint: Where to save the search after each round; None: nowhere.
         resumed: A state `checkpoint.load()` returned, to continue from. Its candidates are
             not evaluated again, nor passed to `on_candidate` again.
+        failure_log: Where the traceback of every failed candidate is appended; None:
+            nowhere.
 
     Returns:
         Every candidate in the order it finished, those of a resumed run first.
@@ -240,12 +264,25 @@ def run_search(
             )
             history.append(candidate)
             _report(candidate, planned)
+            if evaluation.status == "failed" and failure_log is not None:
+                _log_failure(failure_log, candidate)
             on_candidate(candidate)
         # Only between rounds is the state a point to resume from: a proposal asked but
         # not yet told would otherwise be lost.
         if checkpoint is not None:
             checkpoint.save(strategy, history, estimator, proposed)
+        stopping.check_failures(history, failure_log)
     return history
+
+
+def _log_failure(log: Path, candidate: Candidate) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    evaluation = candidate.evaluation
+    with log.open("a") as file:
+        file.write(
+            f"--- candidate {candidate.iteration} ({candidate.arch.describe()}), "
+            f"seed {candidate.seed}: {evaluation.error}\n{evaluation.traceback or ''}\n"
+        )
 
 
 def _report(candidate: Candidate, planned: int) -> None:
@@ -270,4 +307,81 @@ def _report(candidate: Candidate, planned: int) -> None:
         best,
         evaluation.seconds,
         candidate.arch.describe(),
+    )
+
+
+def discrete_search(strategy: SearchStrategy, context: SearchContext) -> SearchOutcome:
+    """An ask/tell strategy's search in the search stage: the loop with the context's
+    estimator and executor, and its best full-fidelity candidate as the outcome."""
+    space = strategy.space
+    log.info(
+        "%s search over the %s space (%s architectures), budget %d, on %s",
+        strategy.name,
+        space.name,
+        f"{space.size():,}",
+        strategy.budget,
+        context.data.info.name,
+    )
+    history = run_search(
+        strategy,
+        context.estimator(),
+        context.executor(),
+        context.seed,
+        lambda candidate: context.tracker.log_candidate(candidate, space.graphs(candidate.arch)),
+        context.stopping,
+        context.checkpoint,
+        context.resumed,
+        context.failure_log,
+    )
+    # Only full-fidelity results compete: a stopped candidate's score is partial.
+    ok = [c for c in history if c.evaluation.status == "ok" and c.evaluation.score is not None]
+    if not ok:
+        failed = [c for c in history if c.evaluation.status == "failed"]
+        raise NasflowError(
+            f"no candidate of {len(history)} was evaluated at full fidelity "
+            f"({len(failed)} failed; first error: "
+            f"{failed[0].evaluation.error if failed else 'none'})"
+        )
+    best = max(ok, key=lambda c: c.evaluation.score)  # type: ignore[arg-type,return-value]
+    statuses = [c.evaluation.status for c in history]
+    summary = {
+        "best_score": best.evaluation.score,
+        "best_params": best.evaluation.params,
+        "best_flops": best.evaluation.flops,
+        "evaluated": len(history),
+        "full_fidelity": len(ok),
+        "stopped": statuses.count("stopped"),
+        "failed": statuses.count("failed"),
+        "proposals": history[-1].proposals,
+        "cost_epochs": history[-1].cost,
+        "seconds": round(history[-1].elapsed, 2),
+    }
+    return SearchOutcome(
+        arch=best.arch,
+        score=float(best.evaluation.score),  # type: ignore[arg-type]
+        summary=summary,
+        history=[c.to_json() for c in history],
+        progress_columns=[
+            "iteration",
+            "score",
+            "best_score",
+            "params",
+            "seconds",
+            "status",
+            "cost",
+            "total_cost",
+        ],
+        progress=[
+            [
+                c.iteration,
+                c.evaluation.score if c.evaluation.score is not None else "",
+                c.best_score,
+                c.evaluation.params,
+                round(c.evaluation.seconds, 3),
+                c.evaluation.status,
+                c.evaluation.cost,
+                c.cost,
+            ]
+            for c in history
+        ],
     )

@@ -1,8 +1,8 @@
 """Zero-cost proxies: scores of an untrained network from one minibatch, higher = better.
 
 Each proxy is ``proxy(network, images, labels, num_classes) -> float`` and is registered in
-`PROXIES` by name. The definitions follow the papers and the reference code of
-Abdelfattah et al. 2021 ("Zero-Cost Proxies for Lightweight NAS"):
+`PROXIES` (`nasflow.registry`) by name. The definitions follow the papers and the
+reference code of Abdelfattah et al. 2021 ("Zero-Cost Proxies for Lightweight NAS"):
 
 * ``synflow`` (Tanaka et al. 2020): no data; weights made positive, an all-ones input,
   sum over conv/linear weights of |theta * dR/dtheta| with R the sum of the outputs.
@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from nasflow.measure import count_flops, count_params
+from nasflow.registry import PROXIES
 
 Proxy = Callable[[nn.Module, Tensor, Tensor, int], float]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -78,6 +79,7 @@ def _weight_gradients(
 # -- proxies without labels ----------------------------------------------------------------
 
 
+@PROXIES.register("synflow")
 def synflow(network: nn.Module, images: Tensor, labels: Tensor, num_classes: int) -> float:
     """SynFlow: sum over conv/linear weights of |theta * dR/dtheta|, R = sum(f_|theta|(1)).
 
@@ -141,6 +143,7 @@ class _ReLUCodes(TorchFunctionMode):
         self.kernel += layer.to(torch.float64).cpu()
 
 
+@PROXIES.register("naswot")
 def naswot(network: nn.Module, images: Tensor, labels: Tensor, num_classes: int) -> float:
     """NASWOT: log det K, K[i, j] = units where images i and j are on the same side of 0.
 
@@ -160,6 +163,7 @@ def naswot(network: nn.Module, images: Tensor, labels: Tensor, num_classes: int)
     return float(eigenvalues.log().sum())
 
 
+@PROXIES.register("jacob_cov")
 def jacob_cov(network: nn.Module, images: Tensor, labels: Tensor, num_classes: int) -> float:
     """-sum(log(v + k) + 1 / (v + k)) over eigenvalues v of the Jacobians' correlations.
 
@@ -184,6 +188,7 @@ def jacob_cov(network: nn.Module, images: Tensor, labels: Tensor, num_classes: i
 # -- proxies of the loss's gradients -------------------------------------------------------
 
 
+@PROXIES.register("snip")
 def snip(
     network: nn.Module,
     images: Tensor,
@@ -197,6 +202,7 @@ def snip(
     return float(sum((w.detach() * g).abs().sum() for w, g in zip(weights, grads, strict=True)))
 
 
+@PROXIES.register("grad_norm")
 def grad_norm(
     network: nn.Module,
     images: Tensor,
@@ -210,6 +216,7 @@ def grad_norm(
     return float(sum(g.norm() for g in grads))
 
 
+@PROXIES.register("fisher")
 def fisher(
     network: nn.Module,
     images: Tensor,
@@ -252,6 +259,7 @@ def fisher(
     return float(sum(total)) if total else 0.0
 
 
+@PROXIES.register("grasp")
 def grasp(
     network: nn.Module,
     images: Tensor,
@@ -287,24 +295,13 @@ def grasp(
 # -- costs ---------------------------------------------------------------------------------
 
 
+@PROXIES.register("params")
 def params(network: nn.Module, images: Tensor, labels: Tensor, num_classes: int) -> float:
     """Trainable parameters (`nasflow.measure.count_params`)."""
     return float(count_params(network))
 
 
+@PROXIES.register("flops")
 def flops(network: nn.Module, images: Tensor, labels: Tensor, num_classes: int) -> float:
     """FLOPs of one image's forward pass (`nasflow.measure.count_flops`), on a copy."""
     return float(count_flops(copy.deepcopy(network), tuple(images.shape[1:])))
-
-
-PROXIES: dict[str, Proxy] = {
-    "synflow": synflow,
-    "naswot": naswot,
-    "jacob_cov": jacob_cov,
-    "snip": snip,
-    "grad_norm": grad_norm,
-    "fisher": fisher,
-    "grasp": grasp,
-    "params": params,
-    "flops": flops,
-}

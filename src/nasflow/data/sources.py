@@ -22,6 +22,7 @@ from torchvision import transforms
 from torchvision.datasets.folder import default_loader, find_classes
 
 from nasflow.errors import NasflowError
+from nasflow.registry import DATA_SOURCES, Component
 
 TORCHVISION_NAMES = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100")
 
@@ -69,10 +70,14 @@ class RawDataset:
     test: Split | None
 
 
-class DataSource(ABC):
-    """Something that can load a :class:`RawDataset`."""
+class DataSource(Component, ABC):
+    """Something that can load a :class:`RawDataset`.
 
-    name: str
+    The class's ``name`` is its option in the config (``data.source``); an instance may
+    replace it with the name of the dataset it loads (MNIST, the image folder's name).
+    """
+
+    registry = DATA_SOURCES
 
     @abstractmethod
     def load(self) -> RawDataset:
@@ -108,7 +113,9 @@ class TorchvisionDataset(DataSource):
         download: Let torchvision download the files if they are missing.
     """
 
-    def __init__(self, name: str, root: str, download: bool = False) -> None:
+    name = "torchvision"
+
+    def __init__(self, name: str, root: str = "data/raw", download: bool = False) -> None:
         self.name = name
         self.root = root
         self.download = download
@@ -180,6 +187,8 @@ class ImageFolder(DataSource):
         image_size: Every image is resized to image_size x image_size.
         channels: 1 for grayscale, 3 for RGB.
     """
+
+    name = "image_folder"
 
     def __init__(self, root: str, image_size: int = 32, channels: int = 3) -> None:
         self.root = root

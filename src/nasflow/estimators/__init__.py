@@ -1,20 +1,30 @@
-"""Performance estimators: how good a candidate architecture is, at what cost."""
+"""Performance estimators: how good a candidate architecture is, at what cost.
 
-from nasflow.estimators.base import Estimator, Evaluation
-from nasflow.estimators.fidelity import CurveStopping, Hyperband, SuccessiveHalving
-from nasflow.estimators.filters import (
-    PredictorRanker,
-    PreFilter,
-    ProxyEstimator,
-    ProxyRanker,
-)
-from nasflow.estimators.training import TrainingEstimator
+Each estimator registers itself (`nasflow.registry.ESTIMATORS`); the names below are
+imported only when used, so the records and the base class load without Lightning.
+"""
+
+from typing import TYPE_CHECKING
+
+from nasflow.lazy import exports
+
+if TYPE_CHECKING:
+    from nasflow.estimators.base import Estimator
+    from nasflow.estimators.fidelity import CurveStopping, Hyperband, SuccessiveHalving
+    from nasflow.estimators.filters import (
+        PredictorRanker,
+        PreFilter,
+        ProxyEstimator,
+        ProxyRanker,
+    )
+    from nasflow.estimators.tabular import NB201TableEstimator
+    from nasflow.estimators.training import TrainingEstimator
 
 __all__ = [
     "CurveStopping",
     "Estimator",
-    "Evaluation",
     "Hyperband",
+    "NB201TableEstimator",
     "PreFilter",
     "PredictorRanker",
     "ProxyEstimator",
@@ -22,3 +32,19 @@ __all__ = [
     "SuccessiveHalving",
     "TrainingEstimator",
 ]
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        "CurveStopping": "fidelity",
+        "Estimator": "base",
+        "Hyperband": "fidelity",
+        "NB201TableEstimator": "tabular",
+        "PreFilter": "filters",
+        "PredictorRanker": "filters",
+        "ProxyEstimator": "filters",
+        "ProxyRanker": "filters",
+        "SuccessiveHalving": "fidelity",
+        "TrainingEstimator": "training",
+    },
+)

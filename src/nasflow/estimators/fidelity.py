@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from nasflow.errors import NasflowError, check_int
-from nasflow.estimators.base import Estimator, Evaluation, StopRule
-from nasflow.executors import Executor, Task
+from nasflow.estimators.base import Estimator
+from nasflow.executors import Executor
+from nasflow.records import Evaluation, StopRule, Task
 from nasflow.search_spaces.base import Architecture
 
 EstimatorFactory = Callable[..., Estimator]
@@ -90,6 +91,8 @@ class SuccessiveHalving(Wrapper):
     Every rung's result is kept in the candidate's `Evaluation.rungs`, and its `cost` is
     the epochs of every rung it ran.
     """
+
+    name = "successive_halving"
 
     def __init__(
         self,
@@ -177,6 +180,8 @@ class Hyperband(SuccessiveHalving):
 
     Args: as `SuccessiveHalving`, without `candidates` (each bracket has its own).
     """
+
+    name = "hyperband"
 
     def __init__(
         self,
@@ -371,6 +376,8 @@ class CurveStopping(Wrapper):
     Stopped candidates come back with status "stopped", their last score and a reason.
     """
 
+    name = "curve_stopping"
+
     RULES = ("median", "extrapolate")
 
     def __init__(
@@ -424,7 +431,7 @@ class CurveStopping(Wrapper):
 
     def run(self, tasks: Sequence[Task], executor: Executor) -> Iterator[tuple[Task, Evaluation]]:
         # Curves are learnt here, in the search process: `evaluate` may run elsewhere.
-        for task, evaluation in executor.run(self, tasks):
+        for task, evaluation in executor.run(self.evaluate_task, tasks):
             if evaluation.status == "ok" and evaluation.history:
                 curve = [epoch.get("val_acc", math.nan) for epoch in evaluation.history]
                 self.curves.setdefault(_key(task.fidelity), []).append(curve)

@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 from nasflow.errors import NasflowError, check_int
-from nasflow.estimators.base import Estimator, Evaluation, StopRule
+from nasflow.estimators.base import Estimator
 from nasflow.estimators.fidelity import EstimatorFactory, Wrapper
-from nasflow.executors import Executor, LocalExecutor, Task
+from nasflow.executors import Executor, LocalExecutor
 from nasflow.proxies import PROXIES
+from nasflow.records import Evaluation, StopRule, Task
+from nasflow.registry import RANKERS, Component
 from nasflow.search_spaces.base import Architecture, SearchSpace
 
 # Proxies that score the network alone; the others need images (and labels).
@@ -52,6 +54,8 @@ class ProxyEstimator(Estimator):
             `data` (data-free proxies only, e.g. synflow on the NB201 benchmark).
         **ignored: Other stage-supplied arguments (``trainer``).
     """
+
+    name = "proxy"
 
     def __init__(
         self,
@@ -116,10 +120,7 @@ class ProxyEstimator(Estimator):
                     for name in self.proxies
                 }
             except Exception as error:  # a candidate's own failure ends only that candidate
-                message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
-                return Evaluation(
-                    status="failed", seconds=time.perf_counter() - start, error=message
-                )
+                return Evaluation.failure(error, seconds=time.perf_counter() - start)
         if not all(math.isfinite(v) for v in scores.values()):
             return Evaluation(
                 status="failed",
@@ -140,19 +141,21 @@ class ProxyEstimator(Estimator):
         for task in tasks:
             if task.arch.id in self.memo:
                 yield task, self.memo[task.arch.id]
-        for task, evaluation in executor.run(self, fresh):
+        for task, evaluation in executor.run(self.evaluate_task, fresh):
             self.memo[task.arch.id] = evaluation
             yield task, evaluation
 
 
-class Ranker(ABC):
+class Ranker(Component, ABC):
     """Orders proposals by promise before any is trained; may learn from evaluations."""
+
+    registry = RANKERS
 
     @abstractmethod
     def scores(self, tasks: Sequence[Task], executor: Executor) -> list[float]:
         """One score per task, higher is more promising (comparable within the round)."""
 
-    def observe(self, task: Task, evaluation: Evaluation) -> None:  # noqa: B027
+    def observe(self, task: Task, evaluation: Evaluation) -> None:
         """Learn from an evaluation of a task this ranker let through."""
 
     def metrics(self) -> dict[str, float]:
@@ -161,7 +164,7 @@ class Ranker(ABC):
     def state_dict(self) -> dict[str, Any]:
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
 
@@ -177,6 +180,9 @@ class ProxyRanker(Ranker):
 
     Args: as `ProxyEstimator` (which it uses), with `proxies` a name or a list.
     """
+
+    name = "proxy"
+    extra_settings = ProxyEstimator  # what checks **options: their schema too
 
     def __init__(
         self,
@@ -228,6 +234,9 @@ class PredictorRanker(Ranker):
     Only full-fidelity ("ok") evaluations are learnt from; the training set is saved with
     the search, so a resumed search ranks as the uninterrupted one would.
     """
+
+    name = "predictor"
+    extra_settings = ProxyEstimator  # **options go to the proxies' estimator
 
     MODELS = ("random_forest", "gradient_boosting")
 
@@ -326,6 +335,8 @@ class PreFilter(Wrapper):
         keep: Of those, how many are evaluated.
         **context: Passed to the factories of `then` and `ranker`.
     """
+
+    name = "prefilter"
 
     def __init__(
         self,

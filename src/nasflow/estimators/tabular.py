@@ -15,7 +15,8 @@ from functools import cache
 from typing import Any
 
 from nasflow.errors import NasflowError
-from nasflow.estimators.base import Estimator, Evaluation, StopRule
+from nasflow.estimators.base import Estimator
+from nasflow.records import Evaluation, StopRule
 from nasflow.search_spaces.base import Architecture
 from nasflow.search_spaces.nb201 import NB201Architecture, NB201Space, parse_cell
 from nasflow.tabular.nb201 import load_table
@@ -84,6 +85,10 @@ class NB201TableEstimator(Estimator):
     Raises:
         NasflowError: `space` is not the benchmark's, or the table has no such signal.
     """
+
+    name = "nb201_table"
+    #: The only space whose cells the table holds (at its default settings).
+    needs_space = "nb201"
 
     def __init__(
         self,

@@ -7,8 +7,9 @@ import time
 
 import torch
 
-from nasflow.estimators.base import Estimator, Evaluation, StopRule
+from nasflow.estimators.base import Estimator
 from nasflow.measure import count_flops, count_params
+from nasflow.records import Evaluation, StopRule
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.training import InMemoryData, InMemoryDataModule, TrainerFactory, fit
 from nasflow.training.module import OptimizerFactory, SchedulerFactory
@@ -30,6 +31,8 @@ class TrainingEstimator(Estimator):
             schedule spans them.
         batch_size: Examples per batch.
     """
+
+    name = "training"
 
     stoppable = True
 
@@ -84,17 +87,13 @@ class TrainingEstimator(Estimator):
                     stop=stop,
                 )
             # Anything a candidate raises (a shape it cannot handle, a diverged loss, out of
-            # memory) ends that candidate only; the search records it and goes on.
+            # memory) ends that candidate only; the search records it and goes on, until
+            # failures in a row say it is a bug (`search.max_consecutive_failures`).
             except Exception as error:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
-                return Evaluation(
-                    status="failed",
-                    params=params,
-                    flops=flops,
-                    seconds=time.perf_counter() - start,
-                    error=message,
+                return Evaluation.failure(
+                    error, params=params, flops=flops, seconds=time.perf_counter() - start
                 )
         final = history[-1]
         return Evaluation(

@@ -1,14 +1,24 @@
-"""Weight-sharing NAS: supernets, relaxations, DARTS' architect and derivation.
+"""Weight-sharing NAS: supernets, relaxations, DARTS' architect and derivation, and the
+one-shot searches built from them.
 
 The building blocks of DARTS (Liu et al. 2019), GDAS (Dong & Yang 2019) and DrNAS (Chen
 et al. 2021) for the NB201 and DARTS spaces, each kept apart from the others:
 
 * `supernet`: the networks with a `MixedOp` on every edge (`NB201Supernet`,
-  `DartsSupernet`), driven by op weights.
+  `DartsSupernet`), driven by op weights; `build`: the supernet of a search space, and
+  the one-hot op weights of one architecture.
 * `relaxation`: the architecture parameters (`ArchParameters`) and how they become op
   weights (`Softmax`, `Gumbel`, `Dirichlet`, in `RELAXATIONS`).
 * `architect`: DARTS' first- and second-order optimiser of the architecture parameters.
 * `derive`: the discrete architecture the weights stand for.
+
+The searches, each run once by the search stage (`OneShotStrategy.search`):
+
+* `strategy`: the contract (`OneShotStrategy`, `OneShotResult`) and the run every method
+  shares; `settings`: the supernet's weights and data (`WeightSettings`); `module`: the
+  Lightning module that trains a supernet.
+* `darts`: `DartsSearch`, DARTS, GDAS or DrNAS, with DARTS-PT's perturbation selection.
+* `enas`: `EnasSearch`, ENAS, with the controller of `nasflow.search_strategies.reinforce`.
 
 A DARTS search step, in outline::
 
@@ -25,6 +35,8 @@ A DARTS search step, in outline::
 """
 
 from nasflow.oneshot.architect import Architect, cross_entropy_loss
+from nasflow.oneshot.build import build_supernet, one_hot_weights
+from nasflow.oneshot.darts import DartsSearch
 from nasflow.oneshot.derive import (
     PARAMETER_FREE,
     derive,
@@ -32,6 +44,7 @@ from nasflow.oneshot.derive import (
     derive_nb201,
     parameter_free_count,
 )
+from nasflow.oneshot.enas import EnasSearch
 from nasflow.oneshot.relaxation import (
     RELAXATIONS,
     ArchParameters,
@@ -43,7 +56,8 @@ from nasflow.oneshot.relaxation import (
     linear_tau,
     make_relaxation,
 )
-from nasflow.oneshot.search import DartsSearch, EnasSearch, OneShotResult, OneShotStrategy
+from nasflow.oneshot.settings import WeightSettings
+from nasflow.oneshot.strategy import OneShotResult, OneShotStrategy
 from nasflow.oneshot.supernet import (
     DARTS_EDGES,
     DartsSupernet,
@@ -70,6 +84,8 @@ __all__ = [
     "OneShotStrategy",
     "Relaxation",
     "Softmax",
+    "WeightSettings",
+    "build_supernet",
     "cross_entropy_loss",
     "derive",
     "derive_darts",
@@ -78,6 +94,7 @@ __all__ = [
     "entropy",
     "linear_tau",
     "make_relaxation",
+    "one_hot_weights",
     "parameter_free_count",
     "supernet_logits",
 ]

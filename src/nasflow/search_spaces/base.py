@@ -22,12 +22,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from nasflow.errors import NasflowError
+from nasflow.registry import SPACES, Component
 
 Decisions = tuple[int, ...]
 
@@ -90,7 +91,7 @@ class Graph:
     notes: tuple[str, ...] = field(default=())
 
 
-class SearchSpace(ABC):
+class SearchSpace(Component, ABC):
     """A set of architectures, seen as sequences of categorical decisions.
 
     A subclass writes its `grammar` over option *labels* and the inverse `to_labels`;
@@ -98,14 +99,8 @@ class SearchSpace(ABC):
     class translates.
     """
 
-    name: ClassVar[str]
     # Every concrete space, by name; a subclass registers itself by defining `name`.
-    registry: ClassVar[dict[str, type[SearchSpace]]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            cls.registry[cls.name] = cls
+    registry = SPACES
 
     @classmethod
     @abstractmethod
@@ -139,6 +134,11 @@ class SearchSpace(ABC):
     @abstractmethod
     def graphs(self, arch: Architecture) -> list[Graph]:
         """The architecture as graphs to draw (see `nasflow.diagram`)."""
+
+    def reference(self, arch: Architecture) -> dict[str, float]:
+        """What a published benchmark says of `arch`, as metrics (logged and summarised
+        beside the search's own figures); empty for a space without a benchmark."""
+        return {}
 
     def parse(self, text: str) -> Architecture:
         """An architecture from text a person typed: JSON here; spaces may accept more."""

@@ -11,6 +11,10 @@ strongest edges from *distinct* predecessors, never ``none``. The grammar below 
 exactly those genotypes: per node the first input, a second input greater than the first
 (so a node has one form, whatever order its two pairs were written in), then the two
 operations. The evaluation network is DARTS' NetworkCIFAR without the auxiliary head.
+
+At a little over 500 lines this module is one concern, the space: its grammar, the
+network it builds and the published genotypes (DARTS V1 and V2) must agree on the
+genotype's form, and read best side by side.
 """
 
 from __future__ import annotations

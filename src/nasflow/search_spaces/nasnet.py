@@ -25,6 +25,10 @@ The network is the reference's CIFAR one (no auxiliary head, no drop-path): a 3x
 then ReLU, global average pooling and a linear classifier. The "penultimate filters" P the
 paper quotes are the channels of the last cell's output: 4F per concatenated state, so
 P = 24 F for NASNet-A's six-state normal-cell concat ("6 @ 768" is N=6, F=32).
+
+At about 600 lines this module is one concern, the space: its grammar, the network it
+builds and the published NASNet-A genotype must agree on the block encoding, and read
+best side by side.
 """
 
 from __future__ import annotations

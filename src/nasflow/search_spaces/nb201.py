@@ -152,6 +152,23 @@ class NB201Space(SearchSpace):
     def catalogue(self) -> tuple[Decision, ...]:
         return tuple(Decision(name, self.ops) for name in EDGE_NAMES)
 
+    def reference(self, arch: Architecture) -> dict[str, float]:
+        """What the NAS-Bench-201 table says of the cell (whatever data the search ran
+        on): its CIFAR-10 test accuracy after 200 epochs in the benchmark's own network
+        and training, and the percentage of the 15,625 cells that beat it."""
+        # Imported here: a space builds networks without its benchmark (retrain and
+        # evaluate never read the table, so it is no dependency of theirs).
+        from nasflow.tabular.nb201 import load_table
+
+        assert isinstance(arch, NB201Architecture)
+        table = load_table()
+        accuracies = table.columns["cifar10_test_acc"]
+        accuracy = float(accuracies[table.index_of(arch.describe())])
+        return {
+            "nb201_cifar10_test_acc": accuracy,
+            "nb201_top_percent": round(100.0 * float((accuracies > accuracy).mean()), 3),
+        }
+
     def graphs(self, arch: Architecture) -> list[Graph]:
         arch = _check_arch(arch)
         edges = tuple(

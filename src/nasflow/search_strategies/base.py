@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nasflow.errors import check_int
-from nasflow.estimators.base import Evaluation
+from nasflow.records import Evaluation
+from nasflow.registry import STRATEGIES, Component
 from nasflow.search_spaces.base import Architecture, SearchSpace
 
+if TYPE_CHECKING:
+    from nasflow.searching import SearchContext, SearchOutcome
 
-class SearchStrategy(ABC):
+
+class SearchStrategy(Component, ABC):
     """Proposes architectures of `space` and learns from their evaluations.
 
     Args:
@@ -28,7 +32,7 @@ class SearchStrategy(ABC):
         seed: Seeds the strategy's only random generator.
     """
 
-    name: str
+    registry = STRATEGIES
 
     def __init__(self, space: SearchSpace, budget: int, seed: int = 0) -> None:
         check_int("strategy.budget", budget)
@@ -41,10 +45,10 @@ class SearchStrategy(ABC):
     def ask(self) -> Architecture | None:
         """The next architecture to evaluate, or None when the strategy has nothing left."""
 
-    def tell(self, arch: Architecture, evaluation: Evaluation) -> None:  # noqa: B027
+    def tell(self, arch: Architecture, evaluation: Evaluation) -> None:
         """Learn from an evaluation. Strategies that do not learn need not override this."""
 
-    def discard(self, arch: Architecture) -> None:  # noqa: B027
+    def discard(self, arch: Architecture) -> None:
         """Forget a proposal that will never be evaluated: a pre-filter ranked it out.
 
         The strategy is not told why, nor what ranked it; it must not wait for a `tell`
@@ -55,6 +59,14 @@ class SearchStrategy(ABC):
         """What the strategy itself learnt by its latest `tell`, e.g. a controller's reward,
         baseline, entropy and loss; logged with each iteration. Empty for most strategies."""
         return {}
+
+    def run(self, context: SearchContext) -> SearchOutcome:
+        """The search stage's entry (`nasflow.searching`): the search loop, asking and
+        telling this strategy, with the context's estimator and executor."""
+        # The loop builds on this module, so it is imported when a search runs.
+        from nasflow.loop import discrete_search
+
+        return discrete_search(self, context)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this strategy exactly where it stands.

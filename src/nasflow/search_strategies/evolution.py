@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from nasflow.errors import NasflowError
-from nasflow.estimators.base import Evaluation
+from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy, check_positive, score_or_worst
 
@@ -28,12 +28,10 @@ class RegularizedEvolution(SearchStrategy):
     worst possible score: it still ages out, but never wins a tournament against a
     member that trained.
 
-    The defaults come from the NAS-Bench-201 table (CIFAR-10; 150 queries searching on
-    validation accuracy, the test accuracy of the best-by-validation architecture
-    reported; 100 seeds). Tournaments of 5 or more over populations of 10 to 50 all
-    reach 94.22-94.28 % (the same within noise), smaller tournaments fall behind (2:
-    94.0 %); 20 and 5 sit on that plateau (94.24 ± 0.23 %, against 93.85 % for random
-    search) while keeping the random phase short for small budgets.
+    The defaults were chosen on the NAS-Bench-201 table (benchmarks/README.md, "How the
+    strategies' defaults were chosen"): tournaments of 5 or more over populations of 10
+    to 50 are the same within noise, smaller tournaments fall behind; 20 and 5 sit on
+    that plateau while keeping the random phase short for small budgets.
 
     Args:
         space: The search space.

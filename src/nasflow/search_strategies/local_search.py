@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from nasflow.errors import NasflowError
-from nasflow.estimators.base import Evaluation
+from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy, check_positive, score_or_worst
 
@@ -35,11 +35,11 @@ class LocalSearch(SearchStrategy):
     (their scores are remembered like any other, and count if they are neighbours of a
     later climb).
 
-    The defaults come from the NAS-Bench-201 table (CIFAR-10, 150 queries, 100 seeds;
-    see `RegularizedEvolution` for the set-up): first improvement beats best improvement
-    (94.35 ± 0.10 % against 94.25 %; the optimum is 94.37 %), because it moves on after
-    a few neighbours instead of spending 24 queries on each step; starting from the best
-    of 3 to 20 random architectures is the same within noise and better than from one.
+    The defaults were chosen on the NAS-Bench-201 table (benchmarks/README.md, "How the
+    strategies' defaults were chosen"): first improvement beats best improvement, because
+    it moves on after a few neighbours instead of spending 24 queries on each step;
+    starting from the best of 3 to 20 random architectures is the same within noise and
+    better than from one.
 
     Args:
         space: The search space.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nasflow.estimators.base import Evaluation
+from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy
 

@@ -19,11 +19,20 @@ does not depend on whether scores are fractions or percentages. A failed evaluat
 rewarded as the worst score seen. The log-probabilities are recomputed from the stored
 decisions at update time, so any number of asks may run ahead of their tells.
 
+Besides ask/tell, `Reinforce.sample` draws architectures from the controller's own
+distribution, repeats allowed, without proposing them: what ENAS
+(`nasflow.oneshot.enas`) trains its shared weights on, before it tells the controller
+their rewards.
+
 The defaults were tuned on the NAS-Bench-201 table (CIFAR-10, searching on the
-validation accuracy, 150 queries, seeds 0..99): the test accuracy of the best
-architecture found averages 94.15 +- 0.26, against 93.87 for random search. Short
+validation accuracy, 150 queries; benchmarks/README.md has the figures). Short
 searches favour small batches, a fast learning rate and a short-memory baseline; the
 entropy bonus keeps the controller from settling before it has seen enough.
+
+At a little over 500 lines this module is one concern, the controller and its training:
+sampling, the update and the exact-resume state share the token tables and the masks,
+and the order of their autograd operations (see `_log_prob`) is what keeps the published
+figures bit for bit.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -39,7 +49,7 @@ import torch
 from torch import nn
 
 from nasflow.errors import NasflowError, check_int, check_number
-from nasflow.estimators.base import Evaluation
+from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, Decision, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy
 
@@ -48,6 +58,22 @@ Step = tuple[tuple[int, ...], int]
 # Architectures the controller samples side by side in its first round of an `ask`; the
 # first not yet proposed is taken and the rest dropped.
 FIRST_ROUND = 8
+
+
+@dataclass(frozen=True)
+class ControllerSample:
+    """One architecture drawn from the controller (`Reinforce.sample`).
+
+    Attributes:
+        arch: The architecture.
+        log_prob: The log-probability of its sequence of decisions under the controller.
+        entropy: The summed entropy of the controller's distributions along that
+            sequence, in nats.
+    """
+
+    arch: Architecture
+    log_prob: float
+    entropy: float
 
 
 class _Offer(NamedTuple):
@@ -250,39 +276,92 @@ class Reinforce(SearchStrategy):
             except StopIteration as done:
                 return done.value, steps
 
+    def sample(
+        self, count: int, generator: torch.Generator | None = None, greedy: bool = False
+    ) -> list[ControllerSample]:
+        """`count` architectures from the controller's distribution, repeats allowed.
+
+        `ask` never proposes an architecture twice (a repeat would cost an evaluation for
+        nothing), which is right for a search loop but not for ENAS, whose shared weights
+        are trained on the controller's own distribution, repeats and all. These draws
+        are not proposals: the search's state is left as it was (bar `generator`'s), and
+        telling one of them its reward replays it from its labels. They are drawn side
+        by side, one batched LSTM step per decision.
+
+        Args:
+            count: How many architectures.
+            generator: Draws them; the strategy's own, which `ask` draws from, if None.
+            greedy: Each decision takes the controller's most likely label instead,
+                drawing nothing (all `count` are then the same architecture).
+        """
+        with _controller_mode(grad=False):
+            draws = self._draw(count, self.generator if generator is None else generator, greedy)
+        return [sample for sample, _ in draws]
+
     def _sample(
         self, count: int, temperature: float = 1.0
     ) -> list[tuple[Architecture, list[Step]]]:
+        """`count` architectures from the controller for `ask`, from its generator."""
+        draws = self._draw(count, self.generator, temperature=temperature)
+        return [(sample.arch, steps) for sample, steps in draws]
+
+    def _draw(
+        self,
+        count: int,
+        generator: torch.Generator,
+        greedy: bool = False,
+        temperature: float = 1.0,
+    ) -> list[tuple[ControllerSample, list[Step]]]:
         """`count` architectures from the controller, sampled side by side: one batched
-        LSTM step per decision, so a few more cost little more than one."""
+        LSTM step per decision, so a few more cost little more than one. Each comes with
+        its decisions; its log-probability and entropy are those of the controller's
+        distribution before the `temperature`."""
         grammars = [self.space.grammar() for _ in range(count)]
         decisions: list[Decision | None] = [next(g) for g in grammars]
         steps: list[list[Step]] = [[] for _ in range(count)]
         archs: list[Any] = [None] * count
+        log_probs, entropies = [0.0] * count, [0.0] * count
         token = torch.full((count,), self._start)
         state = None
         while any(d is not None for d in decisions):
             logits, state = self.controller.step(token, state)
+            # float32 even under a caller's autocast (ENAS samples inside training steps).
+            scores = logits.float()
             # A finished sequence keeps stepping on a dummy token; it is ignored.
             offers = [self._offer(d) if d else self._dummy for d in decisions]
             blocked = torch.stack([offer.blocked for offer in offers])
-            # Gumbel-max: the argmax of the logits plus Gumbel noise (-log of an Exp(1)
-            # draw) is a draw from their softmax, in fewer ops than torch.multinomial.
-            noise = torch.empty_like(logits).exponential_(generator=self.generator).log_()
-            drawn = (logits / temperature - noise).masked_fill_(blocked, -math.inf).argmax(1)
+            log_p = torch.log_softmax(scores.masked_fill(blocked, -math.inf), dim=1)
+            log_p = log_p.masked_fill(blocked, 0.0)  # 0 * -inf would be NaN
+            step_entropy = -(log_p.exp() * log_p).sum(1)
+            if greedy:
+                drawn = scores.masked_fill(blocked, -math.inf).argmax(1)
+            else:
+                # Gumbel-max: the argmax of the logits plus Gumbel noise (-log of an Exp(1)
+                # draw) is a draw from their softmax, in fewer ops than torch.multinomial.
+                noise = torch.empty_like(scores).exponential_(generator=generator).log_()
+                drawn = (scores / temperature - noise).masked_fill_(blocked, -math.inf).argmax(1)
             token = drawn
+            drawn_log_p = log_p.gather(1, drawn[:, None])[:, 0].tolist()
+            drawn_entropy = step_entropy.tolist()
             for b, (decision, offer, chosen) in enumerate(
                 zip(decisions, offers, drawn.tolist(), strict=True)
             ):
                 if decision is None:
                     continue
+                log_probs[b] += drawn_log_p[b]
+                entropies[b] += drawn_entropy[b]
                 position = offer.position[chosen]
                 steps[b].append((offer.tokens, position))
                 try:
                     decisions[b] = grammars[b].send(decision.choices[position])
                 except StopIteration as stop:
                     decisions[b], archs[b] = None, stop.value
-        return list(zip(archs, steps, strict=True))
+        return [
+            (ControllerSample(arch, log_prob, h), arch_steps)
+            for arch, log_prob, h, arch_steps in zip(
+                archs, log_probs, entropies, steps, strict=True
+            )
+        ]
 
     def _steps_of(self, arch: Architecture) -> list[Step]:
         positions = iter(self.space.encode(arch))  # NasflowError if the space cannot emit it
@@ -367,6 +446,8 @@ class Reinforce(SearchStrategy):
         state = None
         for t in range(length):
             logits, state = self.controller.step(token, state)
+            # The order the graph is built in sets the order gradients are summed in, so
+            # reordering these ops changes the update in its last bits.
             log_p = torch.log_softmax(logits.masked_fill(blocked[t], -math.inf), dim=1)
             safe = log_p.masked_fill(blocked[t], 0.0)  # 0 * -inf would be NaN
             log_prob = log_prob + safe.gather(1, chosen[t, :, None])[:, 0] * active[t]

@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import Trial, TrialState
 
 from nasflow.errors import NasflowError
-from nasflow.estimators.base import Evaluation
+from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy, check_positive
 
@@ -42,10 +42,10 @@ class TPESearch(SearchStrategy):
     architecture is proposed instead and recorded as a trial of its own when told. A
     failed evaluation is told to Optuna as a failed trial, which TPE leaves out.
 
-    On the NAS-Bench-201 table (CIFAR-10, 150 queries, 100 seeds; see
-    `RegularizedEvolution` for the set-up) 5, 10 or 20 startup trials and 24 or 100
-    candidates all reach about 94.22 %; independent (not multivariate) TPE is no better
-    and ten times slower, as it proposes known architectures far more often.
+    The defaults were chosen on the NAS-Bench-201 table (benchmarks/README.md, "How the
+    strategies' defaults were chosen"): the number of startup trials and of candidates
+    matters little there; independent (not multivariate) TPE is no better and much
+    slower, as it proposes known architectures far more often.
 
     Args:
         space: The search space.
@@ -86,7 +86,6 @@ class TPESearch(SearchStrategy):
         self.constant_liar = constant_liar
         self.max_tries = max_tries
         self.choices = {decision.name: decision.choices for decision in space.catalogue()}
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(direction="maximize", sampler=self._sampler())
         self.scores: dict[str, float | None] = {}  # id -> score of every told architecture
         # id -> the numbers of the trials waiting for that architecture's evaluation; an

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from nasflow.registry import TRACKERS, Component
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -18,8 +20,11 @@ if TYPE_CHECKING:
     from nasflow.search_spaces.base import Graph
 
 
-class Tracker:
-    """A tracker that keeps nothing; subclasses send runs somewhere."""
+class Tracker(Component):
+    """A tracker that keeps nothing (``tracking=none``); subclasses send runs somewhere."""
+
+    registry = TRACKERS
+    name = "none"
 
     @contextmanager
     def run(

@@ -7,7 +7,6 @@ around, no "active run" global) except to log models, which MLflow only offers f
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +26,11 @@ if TYPE_CHECKING:
     from nasflow.search_spaces.base import Graph
 
 # MLflow caps a parameter value at 6,000 characters and a batch at 100 parameters.
+#: The experiment tag by which MLflow's UI picks its view: without it, a new experiment
+#: opens on GenAI traces; "custom_model_development" opens on the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+_TRAINING_KIND = (EXPERIMENT_KIND_TAG, "custom_model_development")
+
 _MAX_PARAM = 6000
 _PARAM_BATCH = 100
 
@@ -39,22 +43,33 @@ class MlflowTracker(Tracker):
         experiment: Experiment the runs belong to; created if missing.
         artifact_location: Artifact root of a newly created experiment (a local path is
             resolved against the working directory).
+
+    The experiment is tagged as model training (`EXPERIMENT_KIND_TAG`), so the MLflow UI
+    opens it on its runs.
     """
 
-    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
-        # Creating a new SQLite store runs migrations that log a screenful at INFO.
-        for name in ("alembic", "mlflow"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    name = "mlflow"
+
+    def __init__(
+        self,
+        uri: str = "sqlite:///mlflow.db",
+        experiment: str = "nasflow",
+        artifact_location: str | None = "mlartifacts",
+    ) -> None:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
+            if EXPERIMENT_KIND_TAG not in found.tags:  # made before nasflow set the kind
+                self.client.set_experiment_tag(self.experiment_id, *_TRAINING_KIND)
         else:
             location = artifact_location
             if location and "://" not in location:
                 location = Path(location).resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, location)
+            self.experiment_id = self.client.create_experiment(
+                experiment, location, tags=dict([_TRAINING_KIND])
+            )
         self.run_id: str | None = None
 
     @contextmanager

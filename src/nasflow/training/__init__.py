@@ -1,7 +1,7 @@
 """Lightning training of any candidate network on in-memory data."""
 
 from nasflow.training.data import InMemoryData, InMemoryDataModule
-from nasflow.training.fit import TrainerFactory, fit, quiet_lightning
+from nasflow.training.fit import TrainerFactory, fit
 from nasflow.training.module import ClassifierModule
 
 __all__ = [
@@ -10,5 +10,4 @@ __all__ = [
     "InMemoryDataModule",
     "TrainerFactory",
     "fit",
-    "quiet_lightning",
 ]

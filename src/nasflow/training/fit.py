@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,23 +12,9 @@ from nasflow.training.data import InMemoryDataModule
 from nasflow.training.module import ClassifierModule, OptimizerFactory, SchedulerFactory
 
 if TYPE_CHECKING:
-    from nasflow.estimators.base import StopRule
+    from nasflow.records import StopRule
 
 TrainerFactory = Callable[..., pl.Trainer]
-
-
-def quiet_lightning() -> None:
-    """Silence Lightning's start-up banner and the hints that do not apply to in-memory data.
-
-    Candidates are trained by the dozen; their repeated info lines would bury the search's
-    own progress. Real warnings (and errors) still come through.
-    """
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # Tensors in memory need no loader workers.
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # Lightning 2.6 still touches torch's deprecated pytree LeafSpec; nothing to act on.
-    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*", category=FutureWarning)
 
 
 def fit(
@@ -63,7 +47,6 @@ def fit(
     Returns:
         The trained module, the trainer and the per-epoch metrics.
     """
-    quiet_lightning()
     module = ClassifierModule(network, num_classes, optimizer, scheduler, stop)
     run = trainer(
         max_epochs=epochs,

@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 if TYPE_CHECKING:
-    from nasflow.estimators.base import StopRule
+    from nasflow.records import StopRule
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 # Called with the optimizer and the total number of optimizer steps of the run.
