@@ -81,6 +81,7 @@ from omegaconf import DictConfig, OmegaConf
 from report import machine_info, write_report
 from torch import nn
 
+from nasflow.cli import configure_logging
 from nasflow.config import register_configs
 from nasflow.data import DataSource, Digits, RawDataset, Split, TorchvisionDataset, prepare
 from nasflow.search_spaces import ChainSpace
@@ -385,6 +386,7 @@ def fmt_others(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    configure_logging()  # an entry point: Lightning as quiet as in the stages
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = compose_config(args.overrides)

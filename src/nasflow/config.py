@@ -4,10 +4,10 @@ the registration of every schema in Hydra's ConfigStore.
 The components' schemas (spaces, strategies, estimators, ...) are not written here: they
 are generated from the constructors (`nasflow.schemas`, which commits the result as
 schemas.json so that Hydra starts without importing every component), and the
-constructors are their one home. Each
-option file under `conf/<group>/` starts from one (its defaults list names
-``/schema/<group>/<name>@_here_``), so a misspelt key or a value of the wrong type fails
-when the config is composed, with a message naming the key, instead of deep inside a run.
+constructors are their one home. Each option file under `conf/<group>/` starts from one
+(its defaults list names ``/schema/<group>/<name>@_here_``), so a misspelt key or a value
+of the wrong type fails when the config is composed, with a message naming the key,
+instead of deep inside a run.
 
 `register_configs` runs when Hydra starts in any process where nasflow is installed,
 DVC's own composition included, through the `hydra_plugins.nasflow_schemas` module.

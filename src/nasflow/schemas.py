@@ -38,8 +38,6 @@ from omegaconf import MISSING
 
 from nasflow.registry import Registry, load_plugins
 
-_SCALARS = (int, float, bool, str)
-
 
 def settings(component: Callable[..., Any], registry: Registry[Any]) -> dict[str, Any]:
     """The settings of `component` with their defaults (`MISSING` where required), in
@@ -53,8 +51,8 @@ def describe(component: type, registry: Registry[Any]) -> dict[str, Any]:
     fields = []
     for name, kind, default in _parameters(component, registry):
         if name in registry.interpolate and default is not MISSING:
-            kind, default = Any, registry.interpolate[name]  # OmegaConf reads "${...}"
-        fields.append({"name": name, "type": _type_name(kind), "default": _jsonable(default)})
+            kind, default = "Any", registry.interpolate[name]  # OmegaConf reads "${...}"
+        fields.append({"name": name, "type": kind, "default": _jsonable(default)})
     return {
         "target": f"{component.__module__}.{component.__qualname__}",
         "partial": registry.partial,
@@ -109,8 +107,8 @@ def write_cache(registries: Sequence[Registry[Any]]) -> None:
 
 def _parameters(
     component: Callable[..., Any], registry: Registry[Any]
-) -> Iterator[tuple[str, Any, Any]]:
-    """(name, config type, default) of each setting of `component`."""
+) -> Iterator[tuple[str, str, Any]]:
+    """(name, config type's name, default) of each setting of `component`."""
     seen: set[str] = set(registry.injected)
     for target in _targets(component):
         hints = _hints(target)
@@ -155,47 +153,35 @@ def _hints(target: Callable[..., Any]) -> dict[str, Any]:
     return hints
 
 
-def _config_type(annotation: Any) -> Any:
-    """The type OmegaConf should enforce for a setting annotated `annotation`."""
-    if annotation in _SCALARS:
-        return annotation
+def _config_type(annotation: Any) -> str:
+    """The name (a key of `_TYPES`) of the type OmegaConf should enforce for a setting
+    annotated `annotation`."""
+    if annotation in _SCALAR_NAMES:
+        return _SCALAR_NAMES[annotation]
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (Union, types.UnionType):
         others = [a for a in args if a is not type(None)]
-        if len(others) == 1:
-            inner = _config_type(others[0])
-            return Any if inner is Any else Optional[inner]  # noqa: UP045 (OmegaConf reads it)
-        return Any
+        inner = _config_type(others[0]) if len(others) == 1 else "Any"
+        return "Any" if inner == "Any" else f"Optional[{inner}]"
     if origin is Literal and args and all(isinstance(a, str) for a in args):
-        return str
+        return "str"
     if origin in (list, tuple, Sequence) and args and (len(args) == 1 or args[1] is Ellipsis):
-        element = args[0]
-        return list[element] if element in _SCALARS else list[Any]  # type: ignore[valid-type]
+        return f"list[{_SCALAR_NAMES.get(args[0], 'Any')}]"
     if origin in (dict, Mapping) and len(args) == 2 and args[0] is str:
-        value = args[1]
-        return dict[str, value] if value in _SCALARS else dict[str, Any]  # type: ignore[valid-type]
-    return Any
+        return f"dict[str, {_SCALAR_NAMES.get(args[1], 'Any')}]"
+    return "Any"
 
 
-_SCALAR_NAMES = {int: "int", float: "float", bool: "bool", str: "str"}
-_TYPES: dict[str, Any] = {"Any": Any, "list[Any]": list[Any], "dict[str, Any]": dict[str, Any]}
-for _scalar, _name in _SCALAR_NAMES.items():
+# Every type `_config_type` names, by its name (what schemas.json holds).
+_SCALAR_NAMES: dict[Any, str] = {int: "int", float: "float", bool: "bool", str: "str"}
+_TYPES: dict[str, Any] = {"Any": Any}
+for _element, _name in [*_SCALAR_NAMES.items(), (Any, "Any")]:
     _TYPES |= {
-        _name: _scalar,
-        f"Optional[{_name}]": Optional[_scalar],  # noqa: UP045 (OmegaConf reads it)
-        f"list[{_name}]": list[_scalar],  # type: ignore[valid-type]
-        f"Optional[list[{_name}]]": Optional[list[_scalar]],  # type: ignore[valid-type]  # noqa: UP045
-        f"dict[str, {_name}]": dict[str, _scalar],  # type: ignore[valid-type]
+        f"list[{_name}]": list[_element],  # type: ignore[valid-type]
+        f"dict[str, {_name}]": dict[str, _element],  # type: ignore[valid-type]
     }
-_TYPES |= {"Optional[list[Any]]": Optional[list[Any]]}  # noqa: UP045
-
-
-def _type_name(kind: Any) -> str:
-    """The `_TYPES` name of a config type."""
-    for name, known in _TYPES.items():
-        if known == kind:
-            return name
-    raise ValueError(f"no config type name for {kind!r}")
+_TYPES |= {name: kind for kind, name in _SCALAR_NAMES.items()}
+_TYPES |= {f"Optional[{n}]": Optional[k] for n, k in list(_TYPES.items()) if n != "Any"}  # noqa: UP045 (OmegaConf reads it)
 
 
 def _jsonable(value: Any) -> Any:
