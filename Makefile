@@ -24,12 +24,13 @@ repro: setup  ## run the pipeline: prepare -> search -> retrain -> evaluate
 	dvc repro
 	dvc metrics show
 
-# Two test workers of one thread each: on two cores, two processes with torch's default
+# Two test workers of one thread each (work-stealing, so the long end-to-end tests do not
+# leave one worker idle): on two cores, two processes with torch's default
 # threads slow each other down many times over.
 TEST_WORKERS ?= 2
 
 test: setup  ## the whole test suite, end-to-end pipeline included
-	OMP_NUM_THREADS=1 pytest -q -n $(TEST_WORKERS)
+	OMP_NUM_THREADS=1 pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: setup  ## the unit tests only
 	OMP_NUM_THREADS=1 pytest -q -n $(TEST_WORKERS) -m "not slow"

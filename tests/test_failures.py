@@ -83,13 +83,9 @@ def test_no_limit_spends_the_budget() -> None:
     assert [c.evaluation.status for c in history] == ["failed"] * 12
 
 
-def test_the_search_stage_stops_on_a_bug_in_one_line(tmp_path: Path) -> None:
+def test_the_search_stage_stops_on_a_bug_in_one_line(tmp_path: Path, prepared_digits: Path) -> None:
     """A learning rate AdamW refuses fails inside every candidate's training."""
-    prepared = tmp_path / "prepared"
-    subprocess.run(
-        [sys.executable, "pipelines/prepare.py", f"paths.prepared={prepared}"],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
+    prepared = prepared_digits
     done = subprocess.run(
         [sys.executable, "pipelines/search.py", "estimator.optimizer.lr=-1", "tracking=none",
          "search.max_consecutive_failures=3", f"paths.prepared={prepared}",

@@ -88,10 +88,10 @@ def test_every_contract_test_picks_the_plugin_up(plugin: dict[str, str]) -> None
     assert passed == 5, done.stdout[-2000:]
 
 
-def test_the_search_stage_runs_the_plugin(plugin: dict[str, str], tmp_path: Path) -> None:
-    prepared = tmp_path / "prepared"
-    stage = [sys.executable, "pipelines/prepare.py", f"paths.prepared={prepared}"]
-    subprocess.run(stage, cwd=ROOT, env=plugin, check=True, capture_output=True)
+def test_the_search_stage_runs_the_plugin(
+    plugin: dict[str, str], tmp_path: Path, prepared_digits: Path
+) -> None:
+    prepared = prepared_digits
     done = subprocess.run(
         [sys.executable, "pipelines/search.py", "strategy=throwaway_shuffled",
          "strategy.budget=2", "estimator.epochs=1", "tracking=none",
