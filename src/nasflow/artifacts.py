@@ -1,4 +1,5 @@
-"""The files stages hand to each other, written so that a failure never leaves half a file."""
+"""The files stages hand to each other, written so that a failure never leaves half a file
+(a stage's outputs as a set: `nasflow.outputs`)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -21,7 +22,9 @@ from hydra.errors import (
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from nasflow.config import check_settings
 from nasflow.errors import NasflowError
+from nasflow.interrupts import Interrupted, raising_on_signals
 
 
 def configure_logging() -> None:
@@ -43,6 +46,21 @@ def configure_logging() -> None:
     warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*", category=FutureWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
     matplotlib.use("Agg")  # diagrams and plots are files; no display is needed
+    # MLflow's HTTP client retries an unreachable server for minutes by default (7 tries,
+    # backoff 2: about 250 s) before it says anything; a search should hear within
+    # seconds. Settings the user made win.
+    for key, value in _MLFLOW_SETTINGS.items():
+        os.environ.setdefault(key, value)
+
+
+#: Bounded MLflow HTTP retries and timeouts (about 7 s of retries, 30 s per request), and
+#: MLflow's own log level, which it sets when imported (a new store logs its migrations).
+_MLFLOW_SETTINGS = {
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 def stage(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -52,7 +70,14 @@ def stage(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     def run(cfg: DictConfig) -> Any:
         configure_logging()
         try:
-            return function(cfg)
+            check_settings(cfg)
+            with raising_on_signals():
+                return function(cfg)
+        except Interrupted as interrupt:
+            # Ctrl-C or SIGTERM, in training or not: what finished is saved (the stage
+            # said what, through `interrupts.keep`); say so and how to go on.
+            print(interrupt.message, file=sys.stderr)
+            sys.exit(interrupt.exit_status)
         except NasflowError as error:
             _fail(str(error))
         except InstantiationException as error:
@@ -61,9 +86,8 @@ def stage(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
             _fail(str(cause) if isinstance(cause, NasflowError) else _first_line(error))
         except OmegaConfBaseException as error:  # e.g. a required value left unset
             _fail(_first_line(error))
-        except KeyboardInterrupt:
-            # Ctrl-C: what finished is saved (a search keeps a checkpoint); say how to go on.
-            print("interrupted; run the stage again to continue", file=sys.stderr)
+        except KeyboardInterrupt:  # raised by hand, outside the signal handler
+            print(Interrupted(signal.SIGINT).message, file=sys.stderr)
             sys.exit(130)
 
     return run

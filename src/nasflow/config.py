@@ -9,28 +9,39 @@ constructors are their one home. Each option file under `conf/<group>/` starts f
 of the wrong type fails when the config is composed, with a message naming the key,
 instead of deep inside a run.
 
+A numeric setting's range is part of its annotation, next to its default (here for the
+stage settings, in the constructor for a component's; see `nasflow.ranges`), and
+`check_settings`, which every stage runs first (`nasflow.cli.stage`), refuses a value
+outside it in one line naming the key.
+
 `register_configs` runs when Hydra starts in any process where nasflow is installed,
 DVC's own composition included, through the `hydra_plugins.nasflow_schemas` module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, cast
 
+from annotated_types import Ge, Interval
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from nasflow.ranges import PositiveFloat, PositiveInt, Seed, check
 from nasflow.registry import COMPONENTS, DATA_SOURCES
-from nasflow.schemas import cached, schema
+from nasflow.schemas import cached, dataclass_fields, number_kind, schema
+
+#: A share of the examples: more than none, less than all.
+Fraction = Annotated[float, Interval(gt=0, lt=1)]
 
 
 @dataclass
 class DataConfig:
     source: Any = MISSING
-    val_fraction: float = 0.15  # of the non-test examples, held out to score candidates
-    test_fraction: float = 0.2  # used only when the source has no official test split
-    split_seed: int = 0  # its own seed: changing the search seed must not re-split the data
+    val_fraction: Fraction = 0.15  # of the non-test examples, held out to score candidates
+    test_fraction: Fraction = 0.2  # used only when the source has no official test split
+    split_seed: Seed = 0  # its own seed: changing the search seed must not re-split the data
 
 
 # -- stages ---------------------------------------------------------------------------------
@@ -51,19 +62,19 @@ class PathsConfig:
 class SearchConfig:
     """When the search loop stops besides `strategy.budget`, and whether it resumes."""
 
-    max_seconds: float | None = None  # wall-clock limit for the whole search; None: none
-    patience: int | None = None  # stop after this many evaluations without a better one
-    max_cost: float | None = None  # stop once this many training epochs are spent; None: none
+    max_seconds: PositiveFloat | None = None  # wall-clock limit for the whole search; None: none
+    patience: PositiveInt | None = None  # stop after this many evaluations without a better one
+    max_cost: PositiveFloat | None = None  # stop once this many training epochs are spent
     resume: bool = True  # continue an interrupted search of the same configuration
     # Stop with an error once this many candidates in a row have failed (a bug, most
     # likely); the tracebacks are in <paths.search>/failures.log. null: never.
-    max_consecutive_failures: int | None = 5
+    max_consecutive_failures: PositiveInt | None = 5
 
 
 @dataclass
 class RetrainConfig:
-    epochs: int = 40
-    batch_size: int = 64
+    epochs: PositiveInt = 40
+    batch_size: PositiveInt = 64
     # The final training's own optimizer and schedule (`_partial_`s, as the training
     # estimator's): the search may train nothing (a proxy, a table) or train differently.
     optimizer: Any = MISSING
@@ -77,27 +88,32 @@ class RetrainConfig:
 class BenchmarkConfig:
     """`pipelines/benchmark.py`: a strategy on the NAS-Bench-201 table, over many seeds."""
 
-    seeds: int = 100  # searches per strategy: seeds 0..seeds-1
+    seeds: PositiveInt = 100  # searches per strategy: seeds 0..seeds-1
     # The cost budget of a search, in full-fidelity queries: with estimator=nb201_table the
     # strategy's budget; composite estimators spend queries x full epochs training epochs.
-    queries: int = 150
+    queries: PositiveInt = 150
     output: str = "results/benchmark"  # <output>/<name>.json and comparison.png
     tracking: bool = False  # one MLflow parent run per strategy, through `tracking`
     name: str | None = None  # file and legend name; None: the strategy's name
+
+
+#: A proxy's minibatch: NASWOT's kernel and the Jacobian covariance compare two images at least.
+ProxyBatch = Annotated[int, Ge(2)]
 
 
 @dataclass
 class ProxyBenchmarkConfig:
     """`pipelines/proxy_benchmark.py`: zero-cost proxies against the NAS-Bench-201 table."""
 
-    samples: int = 1000  # distinct NB201 cells, drawn with `seed`
-    batch_size: int = 64  # images in the one minibatch the proxies see
+    # Distinct NB201 cells, drawn with `seed`; a rank correlation needs at least three.
+    samples: Annotated[int, Ge(3)] = 1000
+    batch_size: ProxyBatch = 64  # images in the one minibatch the proxies see
     # Per-proxy batch sizes: NASWOT's paper reports its CIFAR-10 correlation at 128.
-    batch_sizes: dict[str, int] = field(default_factory=lambda: {"naswot": 128})
+    batch_sizes: dict[str, ProxyBatch] = field(default_factory=lambda: {"naswot": 128})
     proxies: list[str] = field(default_factory=list)  # empty: every proxy
     vote: list[str] = field(default_factory=lambda: ["synflow", "naswot", "jacob_cov"])
     data_root: str = "../shared/datasets/cifar10-jpeg"  # else the prepared data
-    seed: int = 0
+    seed: Seed = 0
     output: str = "results/proxy_benchmark"
     from_scores: str | None = None  # an earlier proxies.json: correlate its scores again
 
@@ -107,14 +123,14 @@ class InspectConfig:
     """`pipelines/inspect_arch.py`: one architecture's parameters, FLOPs and diagram."""
 
     arch: str = "results/search/best_architecture.json"  # a file, or the architecture as text
-    input_shape: list[int] | None = None  # None: the prepared data's
-    num_classes: int | None = None  # None: the prepared data's
+    input_shape: list[PositiveInt] | None = None  # None: the prepared data's
+    num_classes: PositiveInt | None = None  # None: the prepared data's
     diagram: str = "inspect/architecture.svg"  # .svg or .png
 
 
 @dataclass
 class NasflowConfig:
-    seed: int = 0  # seeds the strategy and the candidates' training
+    seed: Seed = 0  # seeds the strategy and the candidates' training
     paths: PathsConfig = field(default_factory=PathsConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
@@ -142,3 +158,101 @@ def register_configs() -> None:
                 # A data option is the prepare stage's split settings around a source.
                 node = DataConfig(source=node())
             store.store(group=f"schema/{group}", name=name, node=node)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Check every numeric setting of a composed config against the range its annotation
+    declares (`nasflow.ranges`): the stage settings above, and each node whose
+    ``_target_`` is a registered component (nested ones too: ``estimator.then``,
+    ``estimator.ranker``), by its description. An interpolation is checked as it
+    resolves, after every value written as it is: a bad value is named where it was
+    written, not where it is followed. A value left unset (``???``) is the stage's to
+    report.
+
+    Raises:
+        NasflowError: The first value out of its range, in one line naming its full key,
+            e.g. "estimator.epochs must be a positive integer, got 0".
+    """
+    # Plain containers walk far faster than DictConfigs; interpolations stay as written.
+    raw = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=False))
+    found = list(_settings(raw, "", dataclass_fields(NasflowConfig)))
+    if isinstance(raw.get("data"), dict):  # the prepare stage's split settings
+        found += _settings(raw["data"], "data", dataclass_fields(DataConfig))
+    by_target = {
+        description["target"]: description["fields"]
+        for described in cached(COMPONENTS).values()
+        for description in described.values()
+    }
+    found += _components(raw, "", by_target)
+    # The settings retraining changes are the search space's own.
+    changed = raw.get("retrain", {}).get("search_space")
+    space = by_target.get(str(raw.get("search_space", {}).get("_target_")))
+    if isinstance(changed, dict) and space is not None:
+        found += _settings(changed, "retrain.search_space", space)
+    found.sort(key=lambda setting: _interpolation(setting[1]))  # stable: config order
+    for key, value, described in found:
+        _check(cfg, key, value, described)
+
+
+#: A setting found in a composed config: its full key, its value as written (an
+#: interpolation unresolved) and its description (`nasflow.schemas.describe_setting`).
+Setting = tuple[str, Any, dict[str, Any]]
+
+
+def _settings(node: dict[str, Any], where: str, fields: list[dict[str, Any]]) -> Iterator[Setting]:
+    """The settings of `node` (a plain container, at key `where`) that `fields` describe
+    with a range; a nested dataclass's in turn."""
+    for described in fields:
+        name = described["name"]
+        key = f"{where}.{name}" if where else name
+        if name not in node or node[name] == MISSING:
+            continue
+        if isinstance(described["type"], type):  # a nested stage dataclass
+            if isinstance(node[name], dict):
+                yield from _settings(node[name], key, dataclass_fields(described["type"]))
+        elif number_kind(described["type"]) is not None and "range" in described:
+            yield key, node[name], described
+
+
+def _components(
+    node: Any, where: str, by_target: dict[str, list[dict[str, Any]]]
+) -> Iterator[Setting]:
+    """The settings of every registered component at or under `node` (a plain
+    container, at key `where`). An interpolation's target is checked where it is written."""
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if isinstance(target, str) and target in by_target:
+            yield from _settings(node, where, by_target[target])
+        for name, child in node.items():
+            yield from _components(child, f"{where}.{name}" if where else str(name), by_target)
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from _components(child, f"{where}[{i}]", by_target)
+
+
+def _check(cfg: DictConfig, key: str, value: Any, described: dict[str, Any]) -> None:
+    """`nasflow.ranges.check` of one setting of `cfg`, each element of a list or dict."""
+    kind, bounds = number_kind(described["type"]), described["range"]
+    assert kind is not None
+    value = _resolved(cfg, key, value)
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            check(f"{key}[{i}]", _resolved(cfg, f"{key}[{i}]", item), kind, bounds, False)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            check(f"{key}.{name}", _resolved(cfg, f"{key}.{name}", item), kind, bounds, False)
+    else:
+        check(key, value, kind, bounds, described["type"].startswith("Optional["))
+
+
+def _interpolation(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def _resolved(cfg: DictConfig, key: str, value: Any) -> Any:
+    """`value`, the setting `key` of `cfg` as written, with an interpolation resolved."""
+    if _interpolation(value):
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, DictConfig | ListConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+    return value

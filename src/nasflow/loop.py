@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from nasflow.errors import NasflowError
 from nasflow.estimators.base import Estimator
 from nasflow.executors import Executor
-from nasflow.records import Evaluation, Task
+from nasflow.records import EvaluateFn, Evaluation, Task
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy
 from nasflow.searching import SearchContext, SearchOutcome
@@ -134,16 +135,25 @@ class Stopping:
 
 class Checkpoint:
     """An in-progress search on disk: the strategy's and the estimator's state, the count
-    of proposals and the finished candidates.
+    of proposals and the finished candidates as of the start of the current round, and
+    every evaluation the round has finished since.
 
-    Saved (atomically: written aside, then renamed) after every evaluation and removed when
-    the search completes. `fingerprint` names what the search is (its configuration), so a
+    Saved (atomically: written aside, then renamed) when the search starts and after every
+    evaluation, and removed when the search completes. A resumed search restores the
+    round's start, asks the same proposals again and replays the evaluations the round
+    had finished, so a kill costs at most the trainings in flight, even inside a round of
+    successive halving. `fingerprint` names what the search is (its configuration), so a
     different search never resumes from it.
     """
+
+    #: Bumped when the file's layout changes: an older file is refused, not misread.
+    FORMAT = 2
 
     def __init__(self, folder: str | Path, fingerprint: str) -> None:
         self.path = Path(folder) / f"search-{fingerprint}.pt"
         self.meta: dict[str, Any] = {}  # saved alongside, e.g. the tracking run to reopen
+        self._start: dict[str, Any] = {}  # the round's start, frozen
+        self.round: dict[str, dict[str, Any]] = {}  # the round's finished evaluations
 
     def save(
         self,
@@ -151,28 +161,95 @@ class Checkpoint:
         history: list[Candidate],
         estimator: Estimator | None = None,
         proposals: int | None = None,
+        done: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        state = {
-            "strategy": strategy.state_dict(),
-            "estimator": estimator.state_dict() if estimator is not None else {},
+        """Save the search as it stands between rounds: the next round starts here, with
+        `done` (a resumed round's finished evaluations) already finished."""
+        self._start = {
+            # Pickled now: the strategy's and estimator's objects change during the round.
+            "strategy": pickle.dumps(strategy.state_dict()),
+            "estimator": pickle.dumps(estimator.state_dict() if estimator is not None else {}),
             "proposals": len(history) if proposals is None else proposals,
             "history": [c.to_json() for c in history],
-            "meta": self.meta,
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.round = dict(done or {})
+        self._write()
+
+    def record(self, key: str, task: Task, evaluation: Evaluation) -> None:
+        """Add an evaluation the current round has finished (`key`: `_task_key`), and save."""
+        self.round[key] = {"arch_id": task.arch.id, "evaluation": evaluation.to_json()}
+        self._write()
+
+    def _write(self) -> None:
+        state = {"format": self.FORMAT, **self._start, "round": self.round, "meta": self.meta}
         partial = self.path.with_suffix(".partial")
-        torch.save(state, partial)
-        os.replace(partial, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, partial)
+            os.replace(partial, self.path)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise NasflowError(
+                f"cannot save the search checkpoint {self.path} ({error.strerror or error}); "
+                "the previous one is intact: make room and run the search again to resume"
+            ) from None
 
     def load(self) -> dict[str, Any] | None:
-        """The saved state, or None when there is none."""
+        """The saved state (strategy and estimator states unpickled), or None when there is
+        none; a NasflowError naming the file and the way out when it cannot be read."""
         if not self.path.is_file():
             return None
-        # Our own file, holding a strategy's pickled state (an Optuna study, say).
-        return torch.load(self.path, weights_only=False)
+        fresh = "delete it or set search.resume=false to start the search afresh"
+        try:
+            # Our own file, holding a strategy's pickled state (an Optuna study, say).
+            state = torch.load(self.path, weights_only=False)
+            if not isinstance(state, dict) or state.get("format") != self.FORMAT:
+                raise NasflowError(f"{self.path} was saved by another version of nasflow; {fresh}")
+            state["strategy"] = pickle.loads(state["strategy"])
+            state["estimator"] = pickle.loads(state["estimator"])
+        except NasflowError:
+            raise
+        except Exception as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise NasflowError(f"{self.path} is corrupt ({reason}); {fresh}") from None
+        return state
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _task_key(evaluate: EvaluateFn, task: Task) -> str:
+    """What identifies an evaluation within a round: the proposal, its fidelity and what
+    evaluates it (a pre-filter's proxy and the training after it are two evaluations)."""
+    owner = getattr(evaluate, "__self__", None)
+    name = getattr(evaluate, "__qualname__", type(evaluate).__qualname__)
+    if owner is not None:
+        name = f"{type(owner).__qualname__}.{getattr(evaluate, '__name__', name)}"
+    return f"{name}:{task.iteration}@{task.fidelity}"
+
+
+class _Recorded(Executor):
+    """The executor of a round, as the checkpoint sees it: each evaluation is recorded as
+    it finishes, and one that a resumed round had already finished is handed back at once
+    instead of being run again (only for the same architecture: anything else means the
+    strategy did not propose what it did before, and the task runs)."""
+
+    def __init__(self, inner: Executor, checkpoint: Checkpoint) -> None:
+        self.inner = inner
+        self.checkpoint = checkpoint
+        self.slots = inner.slots
+
+    def run(self, evaluate: EvaluateFn, tasks: Sequence[Task]) -> Iterator[tuple[Task, Evaluation]]:
+        todo = []
+        for task in tasks:
+            done = self.checkpoint.round.get(_task_key(evaluate, task))
+            if done is not None and done["arch_id"] == task.arch.id:
+                yield task, Evaluation.from_json(done["evaluation"])
+            else:
+                todo.append(task)
+        for task, evaluation in self.inner.run(evaluate, todo):
+            self.checkpoint.record(_task_key(evaluate, task), task, evaluation)
+            yield task, evaluation
 
 
 def run_search(
@@ -215,13 +292,21 @@ def run_search(
     history: list[Candidate] = []
     elapsed_before = 0.0
     proposed = 0
+    replay: dict[str, dict[str, Any]] = {}
     if resumed is not None:
         strategy.load_state_dict(resumed["strategy"])
         estimator.load_state_dict(resumed.get("estimator", {}))
         history = [Candidate.from_json(c, strategy.space) for c in resumed["history"]]
         proposed = resumed.get("proposals", len(history))
         elapsed_before = history[-1].elapsed if history else 0.0
-        log.info("resuming after %d finished candidates", len(history))
+        replay = resumed.get("round", {})
+        more = f", and {len(replay)} evaluations of the round in progress" if replay else ""
+        log.info("resuming after %d finished candidates%s", len(history), more)
+    if checkpoint is not None:
+        checkpoint.save(strategy, history, estimator, proposed, done=replay)
+        round_executor: Executor = _Recorded(executor, checkpoint)
+    else:
+        round_executor = executor
     # What "candidate i of N" counts to: the budget, or the whole space if that is smaller.
     planned = min(strategy.budget, strategy.space.size())
     best = history[-1].best_score if history else None
@@ -231,7 +316,7 @@ def run_search(
         if reason := stopping.reason(history, time.perf_counter() - start):
             log.info("stopping after %d candidates: %s", len(history), reason)
             break
-        wanted = estimator.round_size(strategy.budget - len(history), executor.slots)
+        wanted = estimator.round_size(strategy.budget - len(history), round_executor.slots)
         tasks = []
         for _ in range(estimator.proposals(wanted)):
             arch = strategy.ask()
@@ -242,7 +327,7 @@ def run_search(
         if not tasks:
             log.info("the strategy has no architectures left to propose")
             break
-        for task, evaluation in estimator.run(tasks, executor):
+        for task, evaluation in estimator.run(tasks, round_executor):
             if evaluation.status == "filtered":
                 strategy.discard(task.arch)
                 continue
@@ -267,8 +352,8 @@ def run_search(
             if evaluation.status == "failed" and failure_log is not None:
                 _log_failure(failure_log, candidate)
             on_candidate(candidate)
-        # Only between rounds is the state a point to resume from: a proposal asked but
-        # not yet told would otherwise be lost.
+        # The strategy's state is saved between rounds only (a proposal asked but not yet
+        # told would otherwise be lost); within a round, each finished evaluation is.
         if checkpoint is not None:
             checkpoint.save(strategy, history, estimator, proposed)
         stopping.check_failures(history, failure_log)

@@ -15,11 +15,16 @@ How a signature becomes a schema:
   trainer) are not settings and are left out.
 * Annotations become the types OmegaConf checks (int, float, bool, str, their optionals,
   lists and string-keyed dicts of them); anything richer is ``Any``.
+* A numeric setting's range is part of its annotation (``Annotated[int, Ge(1)]``,
+  `nasflow.ranges`): OmegaConf checks the base type, the description records the range
+  (``"range": {"ge": 1}``) and `nasflow.config.check_settings` enforces it when a stage
+  starts.
 * A required argument is ``MISSING`` (the option file must set it).
 * ``**kwargs`` adds the keyword arguments of ``cls.extra_settings`` when the class names the
   callable (a dataclass, say) that checks them; otherwise nothing.
 * `Registry.interpolate` replaces a default with an interpolation, e.g. a strategy's
-  ``seed`` follows the top-level ``${seed}``.
+  ``seed`` follows the top-level ``${seed}`` (OmegaConf checks the type of what it
+  resolves to).
 """
 
 from __future__ import annotations
@@ -36,28 +41,64 @@ from typing import Any, Literal, Optional, Union
 
 from omegaconf import MISSING
 
+from nasflow.ranges import declared, unwrapped
 from nasflow.registry import Registry, load_plugins
 
 
 def settings(component: Callable[..., Any], registry: Registry[Any]) -> dict[str, Any]:
     """The settings of `component` with their defaults (`MISSING` where required), in
     signature order, as the schema holds them (before interpolation)."""
-    return {name: default for name, _, default in _parameters(component, registry)}
+    return {name: default for name, _, default, _ in _parameters(component, registry)}
 
 
 def describe(component: type, registry: Registry[Any]) -> dict[str, Any]:
     """The schema of `component` as JSON: its target, its ``_partial_`` default (or None)
-    and each setting's name, config type (a name `_TYPES` knows) and default."""
+    and each setting's name, config type (a name `_TYPES` knows), default and, for a
+    numeric one, its declared range (see `describe_setting`)."""
     fields = []
-    for name, kind, default in _parameters(component, registry):
+    for name, kind, default, annotation in _parameters(component, registry):
         if name in registry.interpolate and default is not MISSING:
-            kind, default = "Any", registry.interpolate[name]  # OmegaConf reads "${...}"
-        fields.append({"name": name, "type": kind, "default": _jsonable(default)})
+            default = registry.interpolate[name]  # a typed node holds "${...}" as it is
+        fields.append(describe_setting(name, kind, default, annotation))
     return {
         "target": f"{component.__module__}.{component.__qualname__}",
         "partial": registry.partial,
         "fields": fields,
     }
+
+
+def describe_setting(name: str, kind: str, default: Any, annotation: Any) -> dict[str, Any]:
+    """The description of one setting: name, config type, default and, when the type is
+    numeric (int or float, or a list, dict or optional of them) and `annotation` declares
+    bounds, ``range`` (e.g. ``{"ge": 1}``; of each element for a list or dict)."""
+    described = {"name": name, "type": kind, "default": _jsonable(default)}
+    bounds = declared(annotation)
+    if number_kind(kind) is not None and bounds is not None:
+        described["range"] = bounds
+    return described
+
+
+def number_kind(kind: str) -> str | None:
+    """ "int" or "float" when the config type `kind` holds numbers (itself, or as the
+    elements of an optional, list or dict); None otherwise."""
+    for wrapper in ("Optional[", "list[", "dict[str, "):
+        if kind.startswith(wrapper):
+            kind = kind[len(wrapper) : -1]
+    return kind if kind in ("int", "float") else None
+
+
+def dataclass_fields(cls: type) -> list[dict[str, Any]]:
+    """The `describe_setting` descriptions of a structured-config dataclass's own fields (the stage
+    settings of `nasflow.config`), with the dataclass of a nested one as its ``type``."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    found = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            found.append({"name": f.name, "type": hint, "default": None})
+        else:
+            found.append(describe_setting(f.name, _config_type(hint), f.default, hint))
+    return found
 
 
 def schema(description: dict[str, Any]) -> type:
@@ -107,8 +148,8 @@ def write_cache(registries: Sequence[Registry[Any]]) -> None:
 
 def _parameters(
     component: Callable[..., Any], registry: Registry[Any]
-) -> Iterator[tuple[str, str, Any]]:
-    """(name, config type's name, default) of each setting of `component`."""
+) -> Iterator[tuple[str, str, Any, Any]]:
+    """(name, config type's name, default, annotation) of each setting of `component`."""
     seen: set[str] = set(registry.injected)
     for target in _targets(component):
         hints = _hints(target)
@@ -120,7 +161,8 @@ def _parameters(
                 continue
             seen.add(parameter.name)
             default = MISSING if parameter.default is parameter.empty else parameter.default
-            yield parameter.name, _config_type(hints.get(parameter.name, Any)), default
+            annotation = hints.get(parameter.name, Any)
+            yield parameter.name, _config_type(annotation), default, annotation
 
 
 def _targets(component: Callable[..., Any]) -> list[Callable[..., Any]]:
@@ -156,6 +198,7 @@ def _hints(target: Callable[..., Any]) -> dict[str, Any]:
 def _config_type(annotation: Any) -> str:
     """The name (a key of `_TYPES`) of the type OmegaConf should enforce for a setting
     annotated `annotation`."""
+    annotation = unwrapped(annotation)  # a declared range is checked by nasflow.ranges
     if annotation in _SCALAR_NAMES:
         return _SCALAR_NAMES[annotation]
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -166,9 +209,9 @@ def _config_type(annotation: Any) -> str:
     if origin is Literal and args and all(isinstance(a, str) for a in args):
         return "str"
     if origin in (list, tuple, Sequence) and args and (len(args) == 1 or args[1] is Ellipsis):
-        return f"list[{_SCALAR_NAMES.get(args[0], 'Any')}]"
+        return f"list[{_SCALAR_NAMES.get(unwrapped(args[0]), 'Any')}]"
     if origin in (dict, Mapping) and len(args) == 2 and args[0] is str:
-        return f"dict[str, {_SCALAR_NAMES.get(args[1], 'Any')}]"
+        return f"dict[str, {_SCALAR_NAMES.get(unwrapped(args[1]), 'Any')}]"
     return "Any"
 
 

@@ -2,33 +2,32 @@
 
 A prepared directory holds ``train.pt``, ``val.pt``, ``test.pt`` (each a ``torch.save`` of
 ``{"images": uint8 NCHW, "labels": int64}``) and ``meta.json`` (a :class:`DatasetInfo`).
-The same source, fractions and seed always give byte-identical files.
+The same source, fractions and seed always give byte-identical files. meta.json records
+each split's size and hash, so a stage that reads some of the splits can tell whether they
+are the ones that were prepared together (:func:`check_split`).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from nasflow.data.sources import DataSource, RawDataset, Split
+from nasflow.data.sources import DataSource, RawDataset, Split, listing
 from nasflow.errors import NasflowError
+from nasflow.outputs import OutputSet
 
 SPLIT_NAMES = ("train", "val", "test")
-PREPARE_HINT = "run the prepare stage (`dvc repro prepare`)"
+PREPARE_HINT = "run the prepare stage (`dvc repro prepare` or `python pipelines/prepare.py`)"
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,10 @@ class DatasetInfo:
         sizes: Number of samples per split, keyed "train", "val", "test".
         mean: Per-channel mean of the train split, in [0, 1] units.
         std: Per-channel (population) standard deviation of the train split, in [0, 1] units.
-        content_hash: sha256 over all split tensors and the class names.
+        content_hash: sha256 over all split tensors and the class names; identifies the
+            prepared data in checkpoints and run tags.
+        split_hashes: sha256 of each split's tensors, keyed like ``sizes``, so that a stage
+            loading only some splits can check them. Empty when meta.json predates it.
     """
 
     name: str
@@ -54,6 +56,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     content_hash: str
+    split_hashes: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Returns a JSON-serialisable dict (tuples become lists)."""
@@ -66,6 +69,7 @@ class DatasetInfo:
             "mean": list(self.mean),
             "std": list(self.std),
             "content_hash": self.content_hash,
+            "split_hashes": dict(self.split_hashes),
         }
 
     @classmethod
@@ -86,6 +90,9 @@ class DatasetInfo:
                 mean=tuple(float(v) for v in d["mean"]),
                 std=tuple(float(v) for v in d["std"]),
                 content_hash=str(d["content_hash"]),
+                # Optional: a meta.json written before it existed still loads, and
+                # check_split says to re-run prepare when it needs the hashes.
+                split_hashes={str(k): str(v) for k, v in d.get("split_hashes", {}).items()},
             )
         except KeyError as err:
             raise NasflowError(f"dataset metadata lacks key {err}; {PREPARE_HINT} again") from err
@@ -143,6 +150,7 @@ def split_dataset(
     if isinstance(seed, bool) or not isinstance(seed, Integral):
         raise NasflowError(f"seed {seed!r} must be an integer")
     _check_fraction("val_fraction", val_fraction)
+    _check_several_classes(raw)
     val_setting = f"val_fraction {val_fraction!r}"
     labels = raw.pool.labels.numpy()
     everything = np.arange(len(labels))
@@ -163,7 +171,32 @@ def split_dataset(
         )
         train_idx, val_idx = _stratified(labels, rest, val_fraction, int(seed), val_setting)
         test = _take(raw.pool, test_idx)
-    return {"train": _take(raw.pool, train_idx), "val": _take(raw.pool, val_idx), "test": test}
+    splits = {"train": _take(raw.pool, train_idx), "val": _take(raw.pool, val_idx), "test": test}
+    _check_every_class_in_every_split(raw, splits)
+    return splits
+
+
+def _check_several_classes(raw: RawDataset) -> None:
+    # With one class every candidate scores 100%, so a search could not rank anything.
+    if len(raw.class_names) < 2:
+        only = f" '{raw.class_names[0]}'" if raw.class_names else "es"
+        raise NasflowError(
+            f"dataset '{raw.name}' has only one class{only}; a classifier needs at least 2"
+        )
+
+
+def _check_every_class_in_every_split(raw: RawDataset, splits: dict[str, Split]) -> None:
+    """A class absent from train cannot be learnt, and one absent from val or test is never
+    scored; stratification can still leave a rare class out of a small split."""
+    for name in SPLIT_NAMES:
+        counts = torch.bincount(splits[name].labels, minlength=len(raw.class_names))
+        missing = [raw.class_names[i] for i in range(len(raw.class_names)) if counts[i] == 0]
+        if missing:
+            raise NasflowError(
+                f"the {name} split of dataset '{raw.name}' has no image of class "
+                f"{listing(missing)}; every split (train, val, test) needs at least one "
+                "image of each class: add images or change val_fraction/test_fraction"
+            )
 
 
 def _take(split: Split, indices: np.ndarray) -> Split:
@@ -194,14 +227,26 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
 
 
 def _content_hash(splits: dict[str, Split], class_names: tuple[str, ...]) -> str:
+    # Checkpoint fingerprints and dvc.lock depend on this value: never change how it is made.
     digest = hashlib.sha256()
     digest.update(json.dumps(list(class_names)).encode())
     for name in SPLIT_NAMES:
-        split = splits[name]
-        for tensor in (split.images, split.labels):
-            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-            digest.update(tensor.contiguous().numpy().data)
+        _hash_split(digest, name, splits[name])
     return digest.hexdigest()
+
+
+def split_hash(name: str, split: Split) -> str:
+    """sha256 of one split's tensors (shape, dtype and bytes), as meta.json records it."""
+    digest = hashlib.sha256()
+    _hash_split(digest, name, split)
+    return digest.hexdigest()
+
+
+def _hash_split(digest: Any, name: str, split: Split) -> None:
+    for tensor in (split.images, split.labels):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        # The numpy buffer is hashed in place: ~0.1 s for CIFAR-10's 150 MB train split.
+        digest.update(tensor.contiguous().numpy().data)
 
 
 def compute_info(raw: RawDataset, splits: dict[str, Split]) -> DatasetInfo:
@@ -225,54 +270,35 @@ def compute_info(raw: RawDataset, splits: dict[str, Split]) -> DatasetInfo:
         mean=mean,
         std=std,
         content_hash=_content_hash(splits, raw.class_names),
+        split_hashes={name: split_hash(name, splits[name]) for name in SPLIT_NAMES},
     )
 
 
-def write_splits(splits: dict[str, Split], info: DatasetInfo, out_dir: Path) -> None:
+def write_splits(splits: dict[str, Split], info: DatasetInfo, out_dir: Path | OutputSet) -> None:
     """Writes the split files and meta.json, replacing any previous set.
 
-    Everything goes to temporary files in ``out_dir`` first and is then renamed into
-    place with ``os.replace`` (meta.json last), so a failure while writing leaves the
-    previous set untouched and never a half-written file under a real name.
+    They are written aside and then renamed into place (`nasflow.outputs.OutputSet`,
+    meta.json last), so a failure while writing leaves the previous set untouched and never
+    a half-written file under a real name.
 
     Args:
         splits: {"train", "val", "test"} splits.
         info: Their metadata.
-        out_dir: Target directory; created if missing.
+        out_dir: Target directory (created if missing), or the stage's output set.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []
-    try:
+    outputs = out_dir if isinstance(out_dir, OutputSet) else _outputs(out_dir)
+    with outputs:
         for name in SPLIT_NAMES:
             payload = {"images": splits[name].images, "labels": splits[name].labels}
             # Saving through a file object, not a path: torch.save names the zip's inner
-            # folder after the path, which would make bytes depend on the temp file name.
-            tmp = _stage(out_dir, functools.partial(torch.save, payload))
-            staged.append((tmp, out_dir / f"{name}.pt"))
-        text = (json.dumps(info.to_json(), indent=2) + "\n").encode()
-        staged.append((_stage(out_dir, lambda f: f.write(text)), out_dir / "meta.json"))
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, final in staged:
-        os.replace(tmp, final)
+            # folder after the path, which would make bytes depend on the file name.
+            with outputs.path(f"{name}.pt").open("wb") as handle:
+                torch.save(payload, handle)
+        outputs.write_bytes("meta.json", (json.dumps(info.to_json(), indent=2) + "\n").encode())
 
 
-def _stage(out_dir: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Writes one temporary file in out_dir with ``write(fileobj)`` and returns its path."""
-    fd, name = tempfile.mkstemp(dir=out_dir, prefix=".staging-", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+def _outputs(out_dir: str | Path) -> OutputSet:
+    return OutputSet(out_dir, "paths.prepared", last="meta.json")
 
 
 def prepare(
@@ -296,10 +322,11 @@ def prepare(
     """
     if not isinstance(source, DataSource):
         raise NasflowError(f"data source {source!r} is not a nasflow DataSource")
+    outputs = _outputs(out_dir)  # checked writable before the (maybe long) load
     raw = source.load()
     splits = split_dataset(raw, val_fraction, test_fraction, seed)
     info = compute_info(raw, splits)
-    write_splits(splits, info, Path(out_dir))
+    write_splits(splits, info, outputs)
     return info
 
 
@@ -354,3 +381,42 @@ def load_split(data_dir: str | Path, name: str) -> Split:
         raise NasflowError(
             f"'{path}' is not a valid split file ({reason}); {PREPARE_HINT} again"
         ) from err
+
+
+def check_split(data_dir: str | Path, name: str, split: Split, info: DatasetInfo) -> None:
+    """Checks that a loaded split is the one meta.json describes: its size and its hash.
+
+    A split file copied over from another preparation (or another split) would otherwise
+    be trained or scored on silently.
+
+    Args:
+        data_dir: The prepared directory ``split`` was read from.
+        name: "train", "val" or "test".
+        split: What :func:`load_split` returned.
+        info: What :func:`load_info` returned for the same directory.
+
+    Raises:
+        NasflowError: The size or hash differs, or meta.json does not record them (it was
+            written by an older nasflow); the message says to re-run prepare.
+    """
+    meta = Path(data_dir) / "meta.json"
+    path = Path(data_dir) / f"{name}.pt"
+    expected = info.sizes.get(name)
+    if expected is None:
+        raise NasflowError(f"'{meta}' records no size for split '{name}'; {PREPARE_HINT} again")
+    if len(split) != expected:
+        raise NasflowError(
+            f"'{path}' holds {len(split)} samples but '{meta}' records {expected} for {name}; "
+            f"the files are not from one preparation; {PREPARE_HINT} again"
+        )
+    recorded = info.split_hashes.get(name)
+    if recorded is None:
+        raise NasflowError(
+            f"'{meta}' records no hash of the {name} split (written by an older nasflow); "
+            f"{PREPARE_HINT} again"
+        )
+    if split_hash(name, split) != recorded:
+        raise NasflowError(
+            f"'{path}' does not match the {name} hash recorded in '{meta}' "
+            f"(changed or replaced after preparing); {PREPARE_HINT} again"
+        )

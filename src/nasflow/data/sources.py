@@ -8,20 +8,22 @@ which would turn a one-line ``NasflowError`` into a traceback.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.error import URLError
 
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
+from annotated_types import Interval
 from sklearn.datasets import load_digits
-from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets.folder import default_loader, find_classes
 
 from nasflow.errors import NasflowError
+from nasflow.ranges import PositiveInt
 from nasflow.registry import DATA_SOURCES, Component
 
 TORCHVISION_NAMES = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100")
@@ -190,7 +192,12 @@ class ImageFolder(DataSource):
 
     name = "image_folder"
 
-    def __init__(self, root: str, image_size: int = 32, channels: int = 3) -> None:
+    def __init__(
+        self,
+        root: str,
+        image_size: PositiveInt = 32,
+        channels: Annotated[int, Interval(ge=1, le=3)] = 3,  # 1 or 3, checked by `load`
+    ) -> None:
         self.root = root
         self.image_size = image_size
         self.channels = channels
@@ -203,8 +210,9 @@ class ImageFolder(DataSource):
             The dataset; test is None for the flat layout.
 
         Raises:
-            NasflowError: Bad size or channels, missing or empty folders, or train and test
-                folders with different classes.
+            NasflowError: Bad size or channels, missing or empty folders, fewer than 2
+                classes, train and test folders with different classes, or images that
+                cannot be decoded (all of them are named, up to 20).
         """
         if self.channels not in (1, 3):
             raise NasflowError(f"image channels {self.channels!r} not allowed; use 1 or 3")
@@ -224,47 +232,61 @@ class ImageFolder(DataSource):
                 f"image folder '{root}' has '{lone.name}/' but not its partner; "
                 "use both train/ and test/ or a flat <class>/ layout"
             )
+        # Every check on folder names comes before decoding anything, so it fails in seconds.
         if not train_dir.is_dir():
-            classes, pool = self._read(root)
+            _check_several_classes(root, _class_folders(root))
+            classes, pool, failed = self._read(root)
+            _check_decoded(root, failed)
             return RawDataset(self.name, classes, pool, test=None)
 
-        # Compare class folders before decoding anything: a mismatch should fail in seconds.
         train_classes, test_classes = _class_folders(train_dir), _class_folders(test_dir)
         if train_classes != test_classes:
             raise NasflowError(
                 f"class folders differ between '{train_dir}' {train_classes} "
                 f"and '{test_dir}' {test_classes}; they must match"
             )
-        classes, pool = self._read(train_dir)
-        _, test = self._read(test_dir)
+        _check_several_classes(train_dir, train_classes)
+        classes, pool, failed = self._read(train_dir)
+        _, test, failed_test = self._read(test_dir)
+        # Both folders are decoded first, so one error lists every bad file at once.
+        _check_decoded(root, failed + failed_test)
         return RawDataset(self.name, classes, pool, test)
 
-    def _read(self, folder: Path) -> tuple[tuple[str, ...], Split]:
+    def _read(self, folder: Path) -> tuple[tuple[str, ...], Split, list[str]]:
+        """Decodes every image under ``folder``.
+
+        Returns:
+            The class names, the split, and the paths of the images that could not be
+            decoded (their rows of the split are left blank; the caller refuses them).
+        """
         steps: list[torch.nn.Module] = [transforms.Resize((self.image_size, self.image_size))]
         if self.channels == 1:
             # torchvision's loader always yields RGB, so grayscale is a conversion step.
             steps.append(transforms.Grayscale(num_output_channels=1))
         steps.append(transforms.PILToTensor())
+        transform = transforms.Compose(steps)
         try:
-            ds = torchvision.datasets.ImageFolder(
-                str(folder), transform=transforms.Compose(steps), loader=_load_rgb
-            )
+            # Only for its file discovery (extensions, class order); decoding is ours, so
+            # that a bad file is recorded and the rest still read.
+            ds = torchvision.datasets.ImageFolder(str(folder))
         except FileNotFoundError as err:
             raise NasflowError(
                 f"image folder '{folder}' holds no class folders with images ({err})"
             ) from err
 
-        # Fill one preallocated tensor batch by batch; concatenating as we go would be O(N^2).
+        # One preallocated tensor filled in place; concatenating as we go would be O(N^2).
         size = self.image_size
-        images = torch.empty((len(ds), self.channels, size, size), dtype=torch.uint8)
-        labels = torch.empty(len(ds), dtype=torch.int64)
-        start = 0
-        for batch_images, batch_labels in DataLoader(ds, batch_size=64, shuffle=False):
-            stop = start + len(batch_labels)
-            images[start:stop] = batch_images
-            labels[start:stop] = batch_labels
-            start = stop
-        return tuple(ds.classes), Split(images, labels)
+        images = torch.zeros((len(ds.samples), self.channels, size, size), dtype=torch.uint8)
+        labels = torch.tensor([label for _, label in ds.samples], dtype=torch.int64)
+        failed: list[str] = []
+        for i, (path, _) in enumerate(ds.samples):
+            try:
+                image = default_loader(path)
+            except OSError:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+                failed.append(path)
+                continue
+            images[i] = transform(image)
+        return tuple(ds.classes), Split(images, labels), failed
 
 
 def _class_folders(folder: Path) -> list[str]:
@@ -275,9 +297,26 @@ def _class_folders(folder: Path) -> list[str]:
         raise NasflowError(f"image folder '{folder}' holds no class folders ({err})") from err
 
 
-def _load_rgb(path: str) -> Image.Image:
-    """Opens one image as RGB, naming the file if it cannot be decoded."""
-    try:
-        return default_loader(path)
-    except OSError as err:  # PIL's UnidentifiedImageError and truncated files are OSErrors
-        raise NasflowError(f"cannot decode image '{path}': {err}") from err
+def _check_several_classes(folder: Path, classes: list[str]) -> None:
+    # One class would be learnt perfectly by every candidate: the search could not rank them.
+    if len(classes) < 2:
+        raise NasflowError(
+            f"image folder '{folder}' has only one class folder '{classes[0]}'; "
+            "a classifier needs at least 2 classes, one folder each"
+        )
+
+
+def _check_decoded(root: Path, failed: list[str]) -> None:
+    if failed:
+        raise NasflowError(
+            f"cannot decode {len(failed)} image(s) under image folder '{root}': "
+            f"{listing(failed)}; fix or remove them"
+        )
+
+
+def listing(items: Sequence[str], limit: int = 20) -> str:
+    """``items`` quoted and comma-separated for an error line: the first ``limit``, then
+    "and N more", so a long list still fits on one readable line."""
+    shown = ", ".join(f"'{item}'" for item in items[:limit])
+    rest = len(items) - limit
+    return f"{shown} and {rest} more" if rest > 0 else shown

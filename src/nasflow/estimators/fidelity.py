@@ -29,13 +29,15 @@ import statistics
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from annotated_types import Gt
 
 from nasflow.errors import NasflowError, check_int
 from nasflow.estimators.base import Estimator
 from nasflow.executors import Executor
+from nasflow.ranges import NonNegativeFloat, PositiveFloat, PositiveInt
 from nasflow.records import Evaluation, StopRule, Task
 from nasflow.search_spaces.base import Architecture
 
@@ -97,9 +99,9 @@ class SuccessiveHalving(Wrapper):
     def __init__(
         self,
         then: Estimator | EstimatorFactory,
-        rungs: Sequence[float],
-        eta: float = 3,
-        candidates: int | None = None,
+        rungs: Sequence[PositiveFloat],
+        eta: Annotated[float, Gt(1)] = 3,
+        candidates: PositiveInt | None = None,
         **context: Any,
     ) -> None:
         super().__init__(then, context)
@@ -186,8 +188,8 @@ class Hyperband(SuccessiveHalving):
     def __init__(
         self,
         then: Estimator | EstimatorFactory,
-        rungs: Sequence[float],
-        eta: float = 3,
+        rungs: Sequence[PositiveFloat],
+        eta: Annotated[float, Gt(1)] = 3,
         **context: Any,
     ) -> None:
         super().__init__(then, rungs, eta, None, **context)
@@ -384,9 +386,9 @@ class CurveStopping(Wrapper):
         self,
         then: Estimator | EstimatorFactory,
         rule: str = "median",
-        grace: int = 1,
-        min_curves: int = 3,
-        margin: float = 0.02,
+        grace: PositiveInt = 1,
+        min_curves: PositiveInt = 3,
+        margin: NonNegativeFloat = 0.02,
         **context: Any,
     ) -> None:
         super().__init__(then, context)

@@ -18,16 +18,18 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from annotated_types import Ge
 
 from nasflow.errors import NasflowError, check_int
 from nasflow.estimators.base import Estimator
 from nasflow.estimators.fidelity import EstimatorFactory, Wrapper
 from nasflow.executors import Executor, LocalExecutor
 from nasflow.proxies import PROXIES
+from nasflow.ranges import PositiveInt, Seed
 from nasflow.records import Evaluation, StopRule, Task
 from nasflow.registry import RANKERS, Component
 from nasflow.search_spaces.base import Architecture, SearchSpace
@@ -62,10 +64,10 @@ class ProxyEstimator(Estimator):
         space: SearchSpace,
         data: Any = None,
         proxies: str | Sequence[str] = "synflow",
-        batch_size: int = 64,
-        seed: int = 0,
-        input_shape: Sequence[int] | None = None,
-        num_classes: int | None = None,
+        batch_size: Annotated[int, Ge(2)] = 64,
+        seed: Seed = 0,
+        input_shape: Sequence[PositiveInt] | None = None,
+        num_classes: PositiveInt | None = None,
         **ignored: Any,
     ) -> None:
         names = [proxies] if isinstance(proxies, str) else list(proxies)
@@ -245,9 +247,9 @@ class PredictorRanker(Ranker):
         space: SearchSpace,
         data: Any = None,
         model: str = "random_forest",
-        min_observations: int = 10,
+        min_observations: Annotated[int, Ge(2)] = 10,
         proxies: Sequence[str] = (),
-        seed: int = 0,
+        seed: Seed = 0,
         **options: Any,
     ) -> None:
         if model not in self.MODELS:
@@ -342,8 +344,8 @@ class PreFilter(Wrapper):
         self,
         then: Estimator | EstimatorFactory,
         ranker: Ranker | Any,
-        proposals: int = 10,
-        keep: int = 1,
+        proposals: PositiveInt = 10,
+        keep: PositiveInt = 1,
         **context: Any,
     ) -> None:
         super().__init__(then, context)

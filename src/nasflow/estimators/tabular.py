@@ -16,6 +16,7 @@ from typing import Any
 
 from nasflow.errors import NasflowError
 from nasflow.estimators.base import Estimator
+from nasflow.ranges import PositiveInt
 from nasflow.records import Evaluation, StopRule
 from nasflow.search_spaces.base import Architecture
 from nasflow.search_spaces.nb201 import NB201Architecture, NB201Space, parse_cell
@@ -95,7 +96,7 @@ class NB201TableEstimator(Estimator):
         space: Any,
         dataset: str = "cifar10",
         signal: str = "valid",
-        epochs: int = 200,
+        epochs: PositiveInt = 200,
         **ignored: Any,
     ) -> None:
         settings = (

@@ -9,6 +9,7 @@ import torch
 
 from nasflow.estimators.base import Estimator
 from nasflow.measure import count_flops, count_params
+from nasflow.ranges import PositiveInt
 from nasflow.records import Evaluation, StopRule
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.training import InMemoryData, InMemoryDataModule, TrainerFactory, fit
@@ -43,8 +44,8 @@ class TrainingEstimator(Estimator):
         trainer: TrainerFactory,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
-        epochs: int = 10,
-        batch_size: int = 64,
+        epochs: PositiveInt = 10,
+        batch_size: PositiveInt = 64,
     ) -> None:
         self.space = space
         self.data = data

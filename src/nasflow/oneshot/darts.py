@@ -16,12 +16,14 @@ batches, the Gumbel and Dirichlet samples) all come from the search's seed.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Interval
 from pytorch_lightning.utilities import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler
@@ -44,6 +46,7 @@ from nasflow.oneshot.relaxation import (
 from nasflow.oneshot.settings import int_setting, number_setting, optional_int_setting
 from nasflow.oneshot.strategy import Streams, SupernetSearch
 from nasflow.oneshot.supernet import supernet_logits
+from nasflow.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Seed
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_spaces.nb201 import NB201Space
 
@@ -105,6 +108,7 @@ class DartsModule(SupernetModule):
         self.sampler = sampler
         self.val_order = val_order
         self.architect: Architect | None = None
+        self._architect_state: dict[str, Any] | None = None  # a resumed Adam's, until built
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.val_acc = MeanMetric(nan_strategy="disable")
         self.score_acc = MeanMetric(nan_strategy="disable")
@@ -123,6 +127,30 @@ class DartsModule(SupernetModule):
             order=self.order,
             generator=self.sampler,
         )
+        if self._architect_state is not None:  # resumed: Adam continues where it was
+            self.architect.optimizer.load_state_dict(self._architect_state)
+            self._architect_state = None
+
+    def resume_state(self) -> dict[str, Any]:
+        # alpha and its masks are parameters and buffers: Lightning's checkpoint has them.
+        assert self.architect is not None
+        return {
+            **super().resume_state(),
+            "sampler": self.sampler.get_state(),
+            "val_order": self.val_order.get_state(),
+            "undecided": list(self.undecided),
+            "decisions": copy.deepcopy(self.decisions),
+            "architect": self.architect.optimizer.state_dict(),
+        }
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        super().load_resume_state(state)
+        self.sampler.set_state(state["sampler"])
+        self.val_order.set_state(state["val_order"])
+        self.undecided = list(state["undecided"])
+        self.decisions = copy.deepcopy(state["decisions"])
+        # The architect is built in `on_fit_start`, after the checkpoint is read.
+        self._architect_state = state["architect"]
 
     def train_dataloader(self) -> CombinedLoader:
         search = DataLoader(
@@ -300,17 +328,17 @@ class DartsSearch(SupernetSearch):
     def __init__(
         self,
         space: SearchSpace,
-        seed: int = 0,
+        seed: Seed = 0,
         relaxation: str = "softmax",
-        order: int = 1,
-        arch_lr: float = 3e-4,
-        arch_weight_decay: float = 1e-3,
-        warmup_epochs: int = 0,
-        kl_weight: float = 0.0,
-        prune_epoch: int | None = None,
-        keep_ops: int = 3,
+        order: Annotated[int, Interval(ge=1, le=2)] = 1,
+        arch_lr: PositiveFloat = 3e-4,
+        arch_weight_decay: NonNegativeFloat = 1e-3,
+        warmup_epochs: NonNegativeInt = 0,
+        kl_weight: NonNegativeFloat = 0.0,
+        prune_epoch: PositiveInt | None = None,
+        keep_ops: PositiveInt = 3,
         selection: str = "magnitude",
-        tune_epochs: int = 1,
+        tune_epochs: PositiveInt = 1,
         **weights: Any,
     ) -> None:
         super().__init__(space, seed, weights)

@@ -17,6 +17,7 @@ initial weights) comes from the search's seed.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -32,6 +33,7 @@ from nasflow.oneshot.derive import parameter_free_count
 from nasflow.oneshot.module import SupernetModule
 from nasflow.oneshot.settings import int_setting
 from nasflow.oneshot.strategy import Streams, SupernetSearch
+from nasflow.ranges import Decay, NonNegativeFloat, PositiveFloat, PositiveInt, Seed
 from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.reinforce import ControllerSample, Reinforce
@@ -88,11 +90,23 @@ class EnasModule(SupernetModule):
         self.val_order = val_order
         self._queue: list[Architecture] = []
         self._val_batches: Iterator[Any] | None = None
+        # The validation order's state when `_val_batches` was made, and the batches taken
+        # from it since: what remaking it on resume needs (an iterator is not saved).
+        self._val_start: torch.Tensor | None = None
+        self._val_taken = 0
         self.final: list[dict[str, Any]] = []
-        self.best: tuple[Architecture, float] | None = None
 
     def train_dataloader(self) -> DataLoader:
         return self._train_loader()
+
+    @property
+    def best(self) -> tuple[dict[str, Any], float] | None:
+        """The final candidate of highest validation accuracy (the first drawn on ties),
+        as its JSON, and that accuracy; None before the last epoch."""
+        if not self.final:
+            return None
+        top = max(self.final, key=lambda candidate: candidate["val_acc"])  # the first max
+        return top["arch"], top["val_acc"]
 
     def complete(self) -> bool:
         return super().complete() and self.best is not None
@@ -118,18 +132,51 @@ class EnasModule(SupernetModule):
         """The next validation batch, in a seeded order that starts over when used up."""
         while True:
             if self._val_batches is None:
-                self._val_batches = iter(
-                    DataLoader(
-                        self.val_set,
-                        batch_size=self.settings.batch_size,
-                        shuffle=True,
-                        generator=self.val_order,
-                    )
-                )
+                self._val_start, self._val_taken = self.val_order.get_state(), 0
+                self._val_batches = self._val_iterator()
             try:
-                return next(self._val_batches)
+                batch = next(self._val_batches)
             except StopIteration:
                 self._val_batches = None
+                continue
+            self._val_taken += 1
+            return batch
+
+    def _val_iterator(self) -> Iterator[Any]:
+        loader = DataLoader(
+            self.val_set,
+            batch_size=self.settings.batch_size,
+            shuffle=True,
+            generator=self.val_order,
+        )
+        return iter(loader)
+
+    def resume_state(self) -> dict[str, Any]:
+        # The controller is not a module of this one (it stays on the CPU): its weights,
+        # Adam state, baseline and generators go here, with `Reinforce`'s exact-resume state.
+        return {
+            **super().resume_state(),
+            "reinforce": self.reinforce.state_dict(),
+            "sampling": self.sampling.get_state(),
+            "val_order": self.val_order.get_state(),
+            "val_start": self._val_start if self._val_batches is not None else None,
+            "val_taken": self._val_taken,
+            "final": copy.deepcopy(self.final),
+        }
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        super().load_resume_state(state)
+        self.reinforce.load_state_dict(state["reinforce"])
+        self.sampling.set_state(state["sampling"])
+        if state["val_start"] is not None:  # remake the order part-way through, as it was
+            self.val_order.set_state(state["val_start"])
+            self._val_start, self._val_taken = state["val_start"], 0
+            self._val_batches = self._val_iterator()
+            for _ in range(state["val_taken"]):
+                next(self._val_batches)
+                self._val_taken += 1
+        self.val_order.set_state(state["val_order"])
+        self.final = copy.deepcopy(state["final"])
 
     def on_train_epoch_end(self) -> None:
         samples = self._sample(self.controller_steps)
@@ -169,14 +216,13 @@ class EnasModule(SupernetModule):
         candidates: dict[str, Architecture] = {}
         for sample in self._sample(self.final_samples):
             candidates.setdefault(sample.arch.id, sample.arch)
-        self.final = []
+        final = []
         with self._evaluating():
             for arch in candidates.values():
                 weights = one_hot_weights(self.network, arch, self.device)
                 loss, acc = self._evaluate(weights, self._eval_loader())
-                self.final.append({"arch": arch.to_json(), "val_loss": loss, "val_acc": acc})
-                if self.best is None or acc > self.best[1]:
-                    self.best = (arch, acc)
+                final.append({"arch": arch.to_json(), "val_loss": loss, "val_acc": acc})
+        self.final = final
 
 
 class EnasSearch(SupernetSearch):
@@ -204,14 +250,14 @@ class EnasSearch(SupernetSearch):
     def __init__(
         self,
         space: SearchSpace,
-        seed: int = 0,
-        controller_steps: int = 20,
-        controller_batch: int = REINFORCE_DEFAULTS["batch_size"],
-        controller_lr: float = REINFORCE_DEFAULTS["learning_rate"],
-        entropy_weight: float = REINFORCE_DEFAULTS["entropy_weight"],
-        baseline_decay: float = REINFORCE_DEFAULTS["baseline_decay"],
-        controller_hidden: int = REINFORCE_DEFAULTS["hidden_size"],
-        final_samples: int = 10,
+        seed: Seed = 0,
+        controller_steps: PositiveInt = 20,
+        controller_batch: PositiveInt = REINFORCE_DEFAULTS["batch_size"],
+        controller_lr: PositiveFloat = REINFORCE_DEFAULTS["learning_rate"],
+        entropy_weight: NonNegativeFloat = REINFORCE_DEFAULTS["entropy_weight"],
+        baseline_decay: Decay = REINFORCE_DEFAULTS["baseline_decay"],
+        controller_hidden: PositiveInt = REINFORCE_DEFAULTS["hidden_size"],
+        final_samples: PositiveInt = 10,
         **weights: Any,
     ) -> None:
         super().__init__(space, seed, weights)
@@ -259,4 +305,4 @@ class EnasSearch(SupernetSearch):
         assert isinstance(module, EnasModule) and module.best is not None  # `complete`
         arch, score = module.best
         details = {"ops": list(network.ops), "final_candidates": module.final}
-        return self.space.from_json(arch.to_json()), score, details
+        return self.space.from_json(arch), score, details

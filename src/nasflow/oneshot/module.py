@@ -7,10 +7,17 @@ precision, the training metrics, the per-epoch record, and evaluation passes run
 outside Lightning's loops (for ENAS' rewards and DARTS-PT's perturbations). Optimisation
 is manual, so that a method can take other steps (DARTS' architect) between the weights'
 own; the trainer still supplies the device and the precision.
+
+Resuming: a Lightning checkpoint holds the module's parameters and buffers (the supernet,
+DARTS' alpha and masks), the weights' optimiser and schedule and the loops' progress; what
+else a search needs to continue exactly, it adds under `RESUME_KEY` (`resume_state`): the
+per-epoch records, every random generator's state and the method's own decisions.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +39,10 @@ from nasflow.oneshot.supernet import supernet_logits
 
 # The batch size of passes over the validation split that only evaluate.
 EVAL_BATCH = 256
+# Where a Lightning checkpoint of a search keeps what Lightning itself does not save.
+RESUME_KEY = "nasflow"
+
+log = logging.getLogger("nasflow.search")
 
 # Called with each epoch's record (see `OneShotResult.epochs`).
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -50,6 +61,7 @@ class SupernetModule(pl.LightningModule):
         val: TensorDataset,
         train_order: torch.Generator,
         on_record: EpochCallback,
+        method: str = "one-shot",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -58,6 +70,7 @@ class SupernetModule(pl.LightningModule):
         self.train_set, self.val_set = train, val
         self.train_order = train_order
         self.on_record = on_record
+        self.method = method  # the search's name, for the resume message
         self.history: list[dict[str, Any]] = []
         # Every epoch the trainer runs (a perturbation selection adds tuning epochs).
         self.total_epochs = settings.epochs
@@ -152,6 +165,34 @@ class SupernetModule(pl.LightningModule):
         scheduler = self.lr_schedulers()
         if isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):
             scheduler.step()
+
+    # -- resuming (a Lightning checkpoint after every epoch) ----------------------------
+
+    def resume_state(self) -> dict[str, Any]:
+        """What continuing the search needs besides Lightning's own checkpoint: the epoch
+        records and the training order's generator (methods add theirs). Plain values and
+        tensors only, so the checkpoint loads with ``weights_only``."""
+        return {"history": copy.deepcopy(self.history), "train_order": self.train_order.get_state()}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        """Take back `resume_state`'s values, before the trainer goes on."""
+        self.history = copy.deepcopy(state["history"])
+        self.train_order.set_state(state["train_order"])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RESUME_KEY] = self.resume_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Called before the parameters load, the optimisers exist or the data loaders are
+        # made: generators restored here give the next epoch the batches it would have had.
+        self.load_resume_state(checkpoint[RESUME_KEY])
+        done, total = len(self.history), self.total_epochs
+        if done < total:
+            log.info("resuming the %s search from epoch %d of %d", self.method, done + 1, total)
+        else:  # killed after its last epoch, before its outputs were written
+            log.info(
+                "resuming the %s search after its last epoch (%d of %d)", self.method, done, total
+            )
 
     # -- manual evaluation (outside Lightning's loops) ---------------------------------
 

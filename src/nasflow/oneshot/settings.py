@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from nasflow.errors import NasflowError, check_int, check_number, check_optional_int
+from nasflow.ranges import Decay, NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 def int_setting(key: str, value: Any, minimum: int = 1) -> int:
@@ -50,17 +51,17 @@ class WeightSettings:
             seeded random subset (for CPU runs on large data); all if None.
     """
 
-    epochs: int = 10
-    batch_size: int = 64
-    w_lr: float = 0.025
-    w_lr_min: float = 0.001
-    w_momentum: float = 0.9
-    w_weight_decay: float = 3e-4
-    grad_clip: float | None = 5.0
-    channels: int | None = None
-    cells: int | None = None
-    train_limit: int | None = None
-    val_limit: int | None = None
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    w_lr: PositiveFloat = 0.025
+    w_lr_min: NonNegativeFloat = 0.001
+    w_momentum: Decay = 0.9
+    w_weight_decay: NonNegativeFloat = 3e-4
+    grad_clip: PositiveFloat | None = 5.0
+    channels: PositiveInt | None = None
+    cells: PositiveInt | None = None
+    train_limit: PositiveInt | None = None
+    val_limit: PositiveInt | None = None
 
     @classmethod
     def check(cls, **values: Any) -> WeightSettings:

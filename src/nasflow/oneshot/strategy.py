@@ -13,6 +13,15 @@ seeding the supernet, fitting the method's Lightning module under the configured
 numbers and, at the end, the heat map of the op weights (``alphas.png``) and the whole
 result (``oneshot.json``).
 
+Resuming: run by the search stage, a search saves a Lightning checkpoint after every
+epoch beside the stage's checkpoint (`SearchContext.checkpoint`: the same path with
+``.ckpt``), through a `ModelCheckpoint` callback; the module adds what Lightning does not
+keep (`SupernetModule.resume_state`). The stage's own checkpoint file then only says that
+a search is under way and which tracking run it logs to, so that `search.resume` and the
+reopening of the run work as for an ask/tell search. A rerun of the same configuration
+continues from the last finished epoch (``trainer.fit(ckpt_path=...)``) and derives what
+an uninterrupted search derives; both files go once the search completes.
+
 Randomness: every stream comes from `seed`, through explicit generators, and, for the
 supernet's initial weights, torch's global generator seeded under
 ``torch.random.fork_rng`` (so the caller's global state is left as it was). On a CPU the
@@ -25,14 +34,18 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch.utils.data import TensorDataset
 
@@ -148,7 +161,14 @@ class OneShotStrategy(Component, ABC):
         log.info(
             "%s one-shot search over the %s space on %s", self.name, self.space.name, data.info.name
         )
-        result = self.search(data, context.trainer, context.tracker, context.on_epoch)
+        saved = context.checkpoint.path.with_suffix(".ckpt")
+        if context.resumed is None:  # nothing to continue (or search.resume=false)
+            saved.unlink(missing_ok=True)
+        # The stage's checkpoint marks the search as under way, with its tracking run (the
+        # stage's `meta`), so that a rerun resumes at all and reopens that run.
+        context.checkpoint.save(cast(Any, _LightningState(saved)), [])
+        result = self.search(data, context.trainer, context.tracker, context.on_epoch, saved)
+        saved.unlink(missing_ok=True)  # complete: the stage removes its own file next
         final = result.epochs[-1]
         network = self.space.build(result.arch, data.info.input_shape, data.info.num_classes)
         summary = {
@@ -188,6 +208,7 @@ class OneShotStrategy(Component, ABC):
         trainer_factory: TrainerFactory,
         tracker: Tracker,
         on_epoch: EpochCallback = lambda record: None,
+        checkpoint: Path | None = None,
     ) -> OneShotResult:
         """Run the search on `data` ("train" and "val" splits).
 
@@ -197,6 +218,9 @@ class OneShotStrategy(Component, ABC):
                 ``pl.Trainer`` with the accelerator and precision).
             tracker: Gets the metrics of every epoch and the final artifacts.
             on_epoch: Called with each epoch's record once it is logged.
+            checkpoint: A Lightning checkpoint file, written after every epoch; if it
+                exists, the search continues from it (the same search, configured alike,
+                must have written it). None: nothing is saved.
         """
 
 
@@ -236,6 +260,7 @@ class SupernetSearch(OneShotStrategy):
         trainer_factory: TrainerFactory,
         tracker: Tracker,
         on_epoch: EpochCallback = lambda record: None,
+        checkpoint: Path | None = None,
     ) -> OneShotResult:
         start = time.perf_counter()
         generators = seeded_generators(self.seed, len(self.random_streams))
@@ -246,7 +271,7 @@ class SupernetSearch(OneShotStrategy):
             data, network, splits, streams["train_order"], tracker, on_epoch
         )
         module = self._module(network, streams, inputs)
-        self._fit(module, trainer_factory)
+        self._fit(module, trainer_factory, checkpoint)
         arch, score, details = self._outcome(module, network)
         result = OneShotResult(
             arch=arch,
@@ -312,17 +337,28 @@ class SupernetSearch(OneShotStrategy):
             "val": splits[1],
             "train_order": train_order,
             "on_record": report,
+            "method": self.name,
         }
 
-    def _fit(self, module: SupernetModule, trainer_factory: TrainerFactory) -> None:
-        """Train `module` for all its epochs; an error if the search did not complete.
+    def _fit(
+        self, module: SupernetModule, trainer_factory: TrainerFactory, checkpoint: Path | None
+    ) -> None:
+        """Train `module` for all its epochs (from `checkpoint`, if it exists, saving it
+        after every epoch); an error if the search did not complete.
 
         Lightning's validation loop runs after each training epoch if the module has a
         validation step (DARTS' evaluation of the derived architecture); ENAS evaluates
         by hand instead.
         """
         validate = is_overridden("validation_step", module, parent=pl.LightningModule)
-        _trainer(trainer_factory, module.total_epochs, validate).fit(module)
+        trainer = _trainer(trainer_factory, module.total_epochs, validate, checkpoint)
+        resume = checkpoint is not None and checkpoint.is_file()
+        with warnings.catch_warnings():
+            # The checkpoint's folder is the stage's, which holds its own files: not the
+            # mix-up of two runs' checkpoints that Lightning warns of.
+            warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+            # The state is plain values and tensors: it loads with `weights_only`.
+            trainer.fit(module, ckpt_path=str(checkpoint) if resume else None, weights_only=True)
         if not module.complete():
             raise NasflowError(
                 f"the {self.name} search stopped after {len(module.history)} of "
@@ -336,14 +372,57 @@ def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s) >> 1) for s in states]
 
 
-def _trainer(factory: TrainerFactory, epochs: int, validate: bool) -> pl.Trainer:
-    """A trainer for one search: no logger, checkpoints or sanity check, every batch,
-    and (manual optimisation) no automatic gradient clipping."""
+class _LightningState:
+    """What the stage's checkpoint holds for a one-shot search (`Checkpoint.save` reads
+    a strategy's `state_dict`): where the search's own checkpoint is."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lightning_checkpoint": self.path.name}
+
+
+class _AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but written beside the file and renamed over it, so a
+    kill mid-write leaves the previous epoch's checkpoint whole (Lightning's own writes go
+    through the temporary folder, which a move onto another file system copies)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        torch.save(checkpoint, partial)
+        os.replace(partial, target)
+
+
+def _epoch_checkpoint(path: Path) -> ModelCheckpoint:
+    """Saves the search to `path` at the end of every training epoch, after the module's
+    own epoch end (the epoch's record is in the state), over the previous save."""
+    return ModelCheckpoint(
+        dirpath=path.parent,
+        filename=path.stem,
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+
+
+def _trainer(
+    factory: TrainerFactory, epochs: int, validate: bool, checkpoint: Path | None
+) -> pl.Trainer:
+    """A trainer for one search: no logger or sanity check, every batch, (manual
+    optimisation) no automatic gradient clipping, and a checkpoint after every epoch if
+    `checkpoint` is given."""
     return factory(
         max_epochs=epochs,
         logger=False,
-        callbacks=[],
-        enable_checkpointing=False,
+        callbacks=[] if checkpoint is None else [_epoch_checkpoint(checkpoint)],
+        enable_checkpointing=checkpoint is not None,
+        plugins=[] if checkpoint is None else [_AtomicCheckpointIO()],
         num_sanity_val_steps=0,
         limit_train_batches=1.0,
         limit_val_batches=1.0 if validate else 0,

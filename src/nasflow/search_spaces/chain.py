@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from nasflow.errors import NasflowError
+from nasflow.ranges import NonNegativeInt, PositiveInt
 from nasflow.search_spaces.base import Architecture, Decision, Grammar, Graph, SearchSpace
 
 OPS = ("conv", "max_pool", "avg_pool", "gap", "dense")
@@ -106,15 +107,15 @@ class ChainSpace(SearchSpace):
 
     def __init__(
         self,
-        min_layers: int = 1,
-        max_layers: int = 4,
+        min_layers: PositiveInt = 1,
+        max_layers: PositiveInt = 4,
         ops: Sequence[str] = OPS,
-        filters: Sequence[int] = (32, 64),
-        kernel_sizes: Sequence[int] = (3, 5),
+        filters: Sequence[PositiveInt] = (32, 64),
+        kernel_sizes: Sequence[PositiveInt] = (3, 5),
         skip: bool = True,
-        dense_units: Sequence[int] = (128,),
+        dense_units: Sequence[PositiveInt] = (128,),
         activations: Sequence[str] = ("relu",),
-        max_pooling: int = 2,
+        max_pooling: NonNegativeInt = 2,
     ) -> None:
         if not 1 <= min_layers <= max_layers:
             raise NasflowError(

@@ -22,12 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Ge
 from torch import nn
 
 from nasflow.errors import NasflowError
+from nasflow.ranges import PositiveInt
 from nasflow.search_spaces.base import Architecture, Decision, Grammar, Graph, SearchSpace
 from nasflow.search_spaces.ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero, pool
 
@@ -174,9 +176,9 @@ class DartsSpace(SearchSpace):
 
     def __init__(
         self,
-        channels: int = 16,
-        layers: int = 8,
-        stem_multiplier: int = 3,
+        channels: PositiveInt = 16,
+        layers: Annotated[int, Ge(3)] = 8,  # both cell types: normal and reduction
+        stem_multiplier: PositiveInt = 3,
         ops: Sequence[str] = DISCRETE_OPS,
     ) -> None:
         for key, value, low in (("channels", channels, 1), ("stem_multiplier", stem_multiplier, 1)):

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from nasflow.errors import NasflowError
+from nasflow.ranges import PositiveInt
 from nasflow.search_spaces.base import Architecture, Decision, Grammar, Graph, SearchSpace
 from nasflow.search_spaces.ops import FactorizedReduce, ReLUConvBN, SepConv, pool
 
@@ -259,9 +260,9 @@ class NASNetSpace(SearchSpace):
 
     def __init__(
         self,
-        cells_per_stage: int = 2,
-        filters: int = 8,
-        blocks: int = 5,
+        cells_per_stage: PositiveInt = 2,
+        filters: PositiveInt = 8,
+        blocks: PositiveInt = 5,
         ops: Sequence[str] | None = None,
         combinations: Sequence[str] = COMBINATIONS,
     ) -> None:

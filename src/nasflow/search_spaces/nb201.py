@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from nasflow.errors import NasflowError
+from nasflow.ranges import PositiveInt
 from nasflow.search_spaces.base import Architecture, Decision, Grammar, Graph, SearchSpace
 from nasflow.search_spaces.ops import ReLUConvBN, Zero
 
@@ -115,7 +116,7 @@ class NB201Space(SearchSpace):
     name = "nb201"
 
     def __init__(
-        self, channels: int = 16, cells_per_stage: int = 5, ops: Sequence[str] = OPS
+        self, channels: PositiveInt = 16, cells_per_stage: PositiveInt = 5, ops: Sequence[str] = OPS
     ) -> None:
         for key, value in (("channels", channels), ("cells_per_stage", cells_per_stage)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nasflow.errors import check_int
+from nasflow.ranges import PositiveInt, Seed
 from nasflow.records import Evaluation
 from nasflow.registry import STRATEGIES, Component
 from nasflow.search_spaces.base import Architecture, SearchSpace
@@ -34,7 +35,7 @@ class SearchStrategy(Component, ABC):
 
     registry = STRATEGIES
 
-    def __init__(self, space: SearchSpace, budget: int, seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace, budget: PositiveInt, seed: Seed = 0) -> None:
         check_int("strategy.budget", budget)
         self.space = space
         self.budget = budget

@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any
 
 from nasflow.errors import NasflowError
+from nasflow.ranges import PositiveInt, Seed
 from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy, check_positive, score_or_worst
@@ -49,11 +50,11 @@ class RegularizedEvolution(SearchStrategy):
     def __init__(
         self,
         space: SearchSpace,
-        budget: int,
-        seed: int = 0,
-        population_size: int = 20,
-        sample_size: int = 5,
-        max_tries: int = 100,
+        budget: PositiveInt,
+        seed: Seed = 0,
+        population_size: PositiveInt = 20,
+        sample_size: PositiveInt = 5,
+        max_tries: PositiveInt = 100,
     ) -> None:
         super().__init__(space, budget, seed)
         check_positive("population_size", population_size)

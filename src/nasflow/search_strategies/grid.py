@@ -6,6 +6,7 @@ from itertools import islice
 from typing import Any
 
 from nasflow.errors import NasflowError
+from nasflow.ranges import PositiveInt, Seed
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy
 
@@ -19,7 +20,7 @@ class GridSearch(SearchStrategy):
 
     name = "grid"
 
-    def __init__(self, space: SearchSpace, budget: int, seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace, budget: PositiveInt, seed: Seed = 0) -> None:
         super().__init__(space, budget, seed)
         size = space.size()
         if size > budget:

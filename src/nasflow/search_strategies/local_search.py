@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from nasflow.errors import NasflowError
+from nasflow.ranges import PositiveInt, Seed
 from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy, check_positive, score_or_worst
@@ -58,11 +59,11 @@ class LocalSearch(SearchStrategy):
     def __init__(
         self,
         space: SearchSpace,
-        budget: int,
-        seed: int = 0,
-        n_initial: int = 10,
+        budget: PositiveInt,
+        seed: Seed = 0,
+        n_initial: PositiveInt = 10,
         first_improvement: bool = True,
-        max_tries: int = 100,
+        max_tries: PositiveInt = 100,
     ) -> None:
         super().__init__(space, budget, seed)
         check_positive("n_initial", n_initial)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nasflow.ranges import PositiveInt, Seed
 from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy
@@ -22,7 +23,13 @@ class RandomSearch(SearchStrategy):
 
     name = "random"
 
-    def __init__(self, space: SearchSpace, budget: int, seed: int = 0, max_tries: int = 1000):
+    def __init__(
+        self,
+        space: SearchSpace,
+        budget: PositiveInt,
+        seed: Seed = 0,
+        max_tries: PositiveInt = 1000,
+    ) -> None:
         super().__init__(space, budget, seed)
         self.max_tries = max_tries
         self.seen: set[str] = set()

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from nasflow.errors import NasflowError, check_int, check_number
+from nasflow.ranges import Decay, NonNegativeFloat, PositiveFloat, PositiveInt, Seed
 from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, Decision, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy
@@ -132,15 +133,15 @@ class Reinforce(SearchStrategy):
     def __init__(
         self,
         space: SearchSpace,
-        budget: int,
-        seed: int = 0,
-        batch_size: int = 10,
-        learning_rate: float = 0.05,
-        entropy_weight: float = 0.1,
-        baseline_decay: float = 0.5,
-        hidden_size: int = 32,
-        init_range: float = 0.1,
-        max_tries: int = 1000,
+        budget: PositiveInt,
+        seed: Seed = 0,
+        batch_size: PositiveInt = 10,
+        learning_rate: PositiveFloat = 0.05,
+        entropy_weight: NonNegativeFloat = 0.1,
+        baseline_decay: Decay = 0.5,
+        hidden_size: PositiveInt = 32,
+        init_range: NonNegativeFloat = 0.1,
+        max_tries: PositiveInt = 1000,
     ) -> None:
         super().__init__(space, budget, seed)
         _check_int("batch_size", batch_size)

@@ -18,6 +18,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import Trial, TrialState
 
 from nasflow.errors import NasflowError
+from nasflow.ranges import PositiveInt, Seed
 from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy, check_positive
@@ -65,13 +66,13 @@ class TPESearch(SearchStrategy):
     def __init__(
         self,
         space: SearchSpace,
-        budget: int,
-        seed: int = 0,
-        n_startup_trials: int = 10,
+        budget: PositiveInt,
+        seed: Seed = 0,
+        n_startup_trials: PositiveInt = 10,
         multivariate: bool = True,
-        n_ei_candidates: int = 24,
+        n_ei_candidates: PositiveInt = 24,
         constant_liar: bool = True,
-        max_tries: int = 20,
+        max_tries: PositiveInt = 20,
     ) -> None:
         super().__init__(space, budget, seed)
         check_positive("n_startup_trials", n_startup_trials)

@@ -12,8 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from nasflow.artifacts import read_architecture, read_json, write_csv, write_json
+from nasflow.artifacts import read_architecture, read_json
 from nasflow.errors import NasflowError
+from nasflow.outputs import OutputSet, sha256_file
 from nasflow.tracking import Tracker, git_commit
 from nasflow.training import InMemoryData
 
@@ -21,17 +22,21 @@ log = logging.getLogger("nasflow.evaluate")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Write test accuracy, per-class accuracy and predictions to ``paths.evaluate``."""
+    """Write test accuracy, per-class accuracy and predictions to ``paths.evaluate``
+    (together, once they are also tracked)."""
+    outputs = OutputSet(cfg.paths.evaluate, "paths.evaluate", last="metrics.json")
+    tracker: Tracker = instantiate(cfg.tracking)  # checks the store
     model_dir = Path(cfg.paths.retrain)
     # Built in the space retrain built it in (which may be stacked larger than the search's).
     model = read_json(model_dir / "model.json", produced_by="retrain")
     built_in = model.get("search_space") if isinstance(model, dict) else None
     space = instantiate(built_in or cfg.search_space)
     arch, record = read_architecture(model_dir / "model.json", space, produced_by="retrain")
+    weights = _network_weights(model_dir / "model.ckpt", record.get("checkpoint_sha256"))
     data = InMemoryData.load(cfg.paths.prepared, ("test",))
     info = data.info
     network = space.build(arch, info.input_shape, info.num_classes)
-    network.load_state_dict(_network_weights(model_dir / "model.ckpt"))
+    network.load_state_dict(weights)
     network.eval()
 
     images, labels = data.splits["test"].tensors
@@ -49,22 +54,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         },
     }
 
-    out = Path(cfg.paths.evaluate)
-    write_json(out / "metrics.json", metrics)
-    write_json(
-        out / "confusion_matrix.json",
-        {"classes": list(info.class_names), "matrix": confusion.tolist()},
-    )
-    write_csv(
-        out / "predictions.csv",
-        ["actual", "predicted"],
-        (
-            [info.class_names[y], info.class_names[p]]
-            for y, p in zip(labels.tolist(), predictions.tolist(), strict=True)
-        ),
-    )
-
-    tracker: Tracker = instantiate(cfg.tracking)
     tags = {
         "nasflow.stage": "evaluate",
         "nasflow.search_run_id": str(record.get("search_run_id")),
@@ -73,19 +62,52 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "nasflow.dataset": info.name,
         "mlflow.source.git.commit": git_commit(),
     }
-    with tracker.run(f"evaluate-{arch.id}", tags, {"arch": arch.to_json()}):
+    with outputs, tracker.run(f"evaluate-{arch.id}", tags, {"arch": arch.to_json()}):
+        outputs.write_json("metrics.json", metrics)
+        confusion_file = outputs.write_json(
+            "confusion_matrix.json",
+            {"classes": list(info.class_names), "matrix": confusion.tolist()},
+        )
+        predictions_file = outputs.write_csv(
+            "predictions.csv",
+            ["actual", "predicted"],
+            (
+                [info.class_names[y], info.class_names[p]]
+                for y, p in zip(labels.tolist(), predictions.tolist(), strict=True)
+            ),
+        )
         tracker.log_metrics({"test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"]})
         tracker.log_metrics({f"test_acc_class_{k}": v for k, v in metrics["per_class_acc"].items()})
-        tracker.log_artifact(str(out / "confusion_matrix.json"))
-        tracker.log_artifact(str(out / "predictions.csv"))
+        tracker.log_artifact(str(confusion_file))
+        tracker.log_artifact(str(predictions_file))
+        outputs.commit()
     log.info("test accuracy %.4f on %d images", metrics["test_acc"], len(labels))
     return metrics
 
 
-def _network_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The network's weights from a Lightning checkpoint of a ClassifierModule."""
+def _network_weights(checkpoint: Path, sha256: str | None) -> dict[str, torch.Tensor]:
+    """The network's weights from the Lightning checkpoint of a ClassifierModule that
+    model.json pins by its hash; a NasflowError for a missing, foreign or corrupt one."""
+    rerun = "run the retrain stage again"
     if not checkpoint.is_file():
         raise NasflowError(f"{checkpoint} not found; run the retrain stage first")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    if sha256 is None:
+        raise NasflowError(
+            f"{checkpoint.parent / 'model.json'} records no checkpoint hash (written by an "
+            f"older nasflow), so {checkpoint} cannot be checked; {rerun}"
+        )
+    if sha256_file(checkpoint) != sha256:
+        raise NasflowError(
+            f"{checkpoint} is not the checkpoint {checkpoint.parent / 'model.json'} describes "
+            f"(its SHA-256 differs); {rerun}"
+        )
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as error:
+        raise NasflowError(f"{checkpoint} cannot be read ({_first_line(error)}); {rerun}") from None
     prefix = "network."
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -11,10 +11,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nasflow.artifacts import read_architecture, write_json
-from nasflow.errors import NasflowError
+from nasflow.artifacts import read_architecture
+from nasflow.errors import NasflowError, check_int
+from nasflow.interrupts import keep
+from nasflow.locks import LOCK_NAME, ProcessLock
 from nasflow.measure import count_flops, count_params
-from nasflow.search_spaces.base import SearchSpace
+from nasflow.outputs import OutputSet, sha256_file
+from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.tracking import Tracker, git_commit
 from nasflow.training import InMemoryData, InMemoryDataModule, fit
 
@@ -39,7 +42,18 @@ def retrain_space(cfg: DictConfig) -> SearchSpace:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Retrain the search's best architecture; write the checkpoint to ``paths.retrain``."""
+    """Retrain the search's best architecture; write the checkpoint to ``paths.retrain``.
+
+    The outputs (model.ckpt, metrics.json, model.json, which records the checkpoint's
+    hash) are written aside and put in place together once training and tracking have
+    succeeded, model.json last: a failed or interrupted retrain leaves the previous model
+    as it was.
+    """
+    epochs = check_int("retrain.epochs", cfg.retrain.epochs)
+    batch_size = check_int("retrain.batch_size", cfg.retrain.batch_size)
+    outputs = OutputSet(cfg.paths.retrain, "paths.retrain", last="model.json")
+    lock = ProcessLock(outputs.folder / LOCK_NAME, f"the retrain outputs {outputs.folder}")
+    tracker: Tracker = instantiate(cfg.tracking)  # checks the store
     space = retrain_space(cfg)
     arch, record = read_architecture(
         Path(cfg.paths.search) / "best_architecture.json", space, produced_by="search"
@@ -47,7 +61,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # Train and val together: the search has already used val to choose. Test stays unseen.
     data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
     info = data.info
-    tracker: Tracker = instantiate(cfg.tracking)
     tags = {
         "nasflow.stage": "retrain",
         "nasflow.search_run_id": str(record.get("search_run_id")),
@@ -61,55 +74,77 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "search_space": OmegaConf.to_container(cfg.search_space, resolve=True),
         "seed": cfg.seed,
     }
-    log.info("retraining %s for %d epochs", arch.describe(), cfg.retrain.epochs)
-    out = Path(cfg.paths.retrain)
-    out.mkdir(parents=True, exist_ok=True)
-    with tracker.run(f"retrain-{arch.id}", tags, params) as run_id:
-        start = time.perf_counter()
-        with torch.random.fork_rng():
-            torch.manual_seed(cfg.seed)
-            network = space.build(arch, info.input_shape, info.num_classes)
-            datamodule = InMemoryDataModule(
-                [data.splits["train"], data.splits["val"]], None, cfg.retrain.batch_size, cfg.seed
+    with lock, outputs:
+        # A retrain that died without a word (kill -9) left its run RUNNING.
+        tracker.close_stale(lock.previous.get("run_id"))
+        keep(f"the previous outputs in {outputs.folder} are unchanged; run retrain again")
+        log.info("retraining %s for %d epochs", arch.describe(), epochs)
+        with tracker.run(f"retrain-{arch.id}", tags, params) as run_id:
+            lock.record(run_id=run_id)
+            metrics = _train(cfg, space, arch, data, epochs, batch_size, tracker, outputs)
+            outputs.write_json("metrics.json", metrics)
+            outputs.write_json(
+                "model.json",
+                {
+                    **record,
+                    "retrain_run_id": run_id,
+                    "epochs": epochs,
+                    "checkpoint_sha256": sha256_file(outputs.path("model.ckpt")),
+                    # How to build the network again (evaluate does): the space it was
+                    # built in.
+                    "search_space": OmegaConf.to_container(
+                        OmegaConf.merge(cfg.search_space, cfg.retrain.get("search_space") or {}),
+                        resolve=True,
+                    ),
+                },
             )
-            optimizer = instantiate(cfg.retrain.optimizer)
-            scheduler = instantiate(cfg.retrain.scheduler) if cfg.retrain.scheduler else None
-            _, trainer, history = fit(
-                network,
-                datamodule,
-                info.num_classes,
-                cfg.retrain.epochs,
-                instantiate(cfg.trainer),
-                optimizer,
-                scheduler,
-                logger=tracker.lightning_logger(),
-            )
-        seconds = time.perf_counter() - start
-        trainer.save_checkpoint(out / "model.ckpt")
-        final = history[-1]
-        metrics = {
-            "train_loss": final["train_loss"],
-            "train_acc": final["train_acc"],
-            "params": count_params(network),
-            "flops": count_flops(network, info.input_shape),
-            "seconds": round(seconds, 2),
-        }
-        tracker.log_metrics(metrics)
-        example = data.splits["val"].tensors[0][:4].numpy()
-        tracker.log_model(network.cpu(), example)
-        write_json(out / "metrics.json", metrics)
-        write_json(
-            out / "model.json",
-            {
-                **record,
-                "retrain_run_id": run_id,
-                "epochs": cfg.retrain.epochs,
-                # How to build the network again (evaluate does): the space it was built in.
-                "search_space": OmegaConf.to_container(
-                    OmegaConf.merge(cfg.search_space, cfg.retrain.get("search_space") or {}),
-                    resolve=True,
-                ),
-            },
+            outputs.commit()
+    return metrics
+
+
+def _train(
+    cfg: DictConfig,
+    space: SearchSpace,
+    arch: Architecture,
+    data: InMemoryData,
+    epochs: int,
+    batch_size: int,
+    tracker: Tracker,
+    outputs: OutputSet,
+) -> dict[str, Any]:
+    """Train the network, stage its checkpoint in `outputs`, log it; its metrics."""
+    info = data.info
+    start = time.perf_counter()
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        network = space.build(arch, info.input_shape, info.num_classes)
+        datamodule = InMemoryDataModule(
+            [data.splits["train"], data.splits["val"]], None, batch_size, cfg.seed
         )
+        optimizer = instantiate(cfg.retrain.optimizer)
+        scheduler = instantiate(cfg.retrain.scheduler) if cfg.retrain.scheduler else None
+        _, trainer, history = fit(
+            network,
+            datamodule,
+            info.num_classes,
+            epochs,
+            instantiate(cfg.trainer),
+            optimizer,
+            scheduler,
+            logger=tracker.lightning_logger(),
+        )
+    seconds = time.perf_counter() - start
+    trainer.save_checkpoint(outputs.path("model.ckpt"))
+    final = history[-1]
+    metrics = {
+        "train_loss": final["train_loss"],
+        "train_acc": final["train_acc"],
+        "params": count_params(network),
+        "flops": count_flops(network, info.input_shape),
+        "seconds": round(seconds, 2),
+    }
+    tracker.log_metrics(metrics)
+    example = data.splits["val"].tensors[0][:4].numpy()
+    tracker.log_model(network.cpu(), example)
     log.info("train acc %.4f after %d epochs (%.1fs)", final["train_acc"], len(history), seconds)
     return metrics

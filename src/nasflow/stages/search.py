@@ -12,11 +12,14 @@ from typing import Any, cast
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nasflow.artifacts import architecture_record, write_csv, write_json, write_text_atomic
+from nasflow.artifacts import architecture_record
 from nasflow.errors import check_optional_int
+from nasflow.interrupts import keep
+from nasflow.locks import ProcessLock
 from nasflow.loop import Checkpoint, Stopping
+from nasflow.outputs import OutputSet, check_writable
 from nasflow.searching import SearchContext, Searcher, SearchOutcome
-from nasflow.tracking import Tracker, git_commit
+from nasflow.tracking import Tracker, TrackingError, git_commit
 from nasflow.training import InMemoryData
 
 log = logging.getLogger("nasflow.search")
@@ -26,60 +29,83 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Search, then write the best architecture, the history and a summary to ``paths.search``.
 
     Any strategy, ask/tell or one-shot, runs through the one interface of
-    `nasflow.searching`: the stage builds its context and writes its outcome.
+    `nasflow.searching`: the stage builds its context and writes its outcome. The output
+    locations and the tracking store are checked before any work; one process at a time
+    holds the search's checkpoint; the outputs are written together at the end.
 
     Returns:
         The summary (also the stage's DVC metrics).
     """
+    stopping = Stopping(
+        cfg.search.max_seconds,
+        cfg.search.patience,
+        cfg.search.max_cost,
+        check_optional_int("search.max_consecutive_failures", cfg.search.max_consecutive_failures),
+    )
+    outputs = OutputSet(cfg.paths.search, "paths.search", last="best_architecture.json")
+    check_writable(cfg.paths.checkpoints, "paths.checkpoints")
+    tracker: Tracker = instantiate(cfg.tracking)  # checks the store
     # Only train and val are loaded: the test split is never seen while searching.
     data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
     space = instantiate(cfg.search_space)
     strategy: Searcher = instantiate(cfg.strategy, space=space)
-    tracker: Tracker = instantiate(cfg.tracking)
     trainer = instantiate(cfg.trainer)
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     checkpoint = Checkpoint(cfg.paths.checkpoints, _fingerprint(config, data.info.content_hash))
-    resumed = checkpoint.load() if cfg.search.resume else None
-    run_id = resumed["meta"].get("run_id") if resumed else None
-    tags = _tags(cfg, strategy.name, space.name, data)
-    name = f"search-{strategy.name}-{space.name}"
-    with tracker.run(name, tags, config, resume_run_id=run_id) as run_id:
-        checkpoint.meta["run_id"] = run_id
+    lock = ProcessLock(
+        checkpoint.path.with_suffix(".lock"), f"the search checkpoint {checkpoint.path}"
+    )
+    with lock:
+        resumed = checkpoint.load() if cfg.search.resume else None
+        run_id = resumed["meta"].get("run_id") if resumed else None
+        if lock.previous.get("run_id") != run_id:  # a run not continued: it died
+            tracker.close_stale(lock.previous.get("run_id"))
+        tags = _tags(cfg, strategy.name, space.name, data)
+        name = f"search-{strategy.name}-{space.name}"
+        kept = f"the checkpoint {checkpoint.path} keeps what finished; run the search again"
+        with tracker.run(name, tags, config, resume_run_id=run_id) as run_id:
+            checkpoint.meta["run_id"] = run_id
+            lock.record(run_id=run_id)
+            keep(f"{kept} to resume")
 
-        def on_epoch(record: dict[str, Any]) -> None:
-            reference = space.reference(space.from_json(record["arch"]))
-            record.update(reference)
-            if reference:
-                tracker.log_metrics(reference, step=int(record["epoch"]))
-            _log_epoch(record)
+            def on_epoch(record: dict[str, Any]) -> None:
+                reference = space.reference(space.from_json(record["arch"]))
+                record.update(reference)
+                if reference:
+                    tracker.log_metrics(reference, step=int(record["epoch"]))
+                _log_epoch(record)
 
-        context = SearchContext(
-            data=data,
-            trainer=trainer,
-            tracker=tracker,
-            seed=cfg.seed,
-            estimator=lambda: instantiate(cfg.estimator, space=space, data=data, trainer=trainer),
-            executor=lambda: instantiate(cfg.executor),
-            stopping=Stopping(
-                cfg.search.max_seconds,
-                cfg.search.patience,
-                cfg.search.max_cost,
-                check_optional_int(
-                    "search.max_consecutive_failures", cfg.search.max_consecutive_failures
+            context = SearchContext(
+                data=data,
+                trainer=trainer,
+                tracker=tracker,
+                seed=cfg.seed,
+                estimator=lambda: instantiate(
+                    cfg.estimator, space=space, data=data, trainer=trainer
                 ),
-            ),
-            checkpoint=checkpoint,
-            resumed=resumed,
-            failure_log=Path(cfg.paths.search) / "failures.log",
-            on_epoch=on_epoch,
-        )
-        outcome = strategy.run(context)
-        summary = {**outcome.summary, **space.reference(outcome.arch)}
-        tracker.log_metrics({f"final_{k}": float(v) for k, v in summary.items() if v is not None})
-        record = architecture_record(space, outcome.arch, score=outcome.score, search_run_id=run_id)
-        tracker.log_dict(record, "best_architecture.json")
-        _write_outputs(Path(cfg.paths.search), record, outcome, summary)
-    checkpoint.remove()  # the search is complete: a rerun starts afresh
+                executor=lambda: instantiate(cfg.executor),
+                stopping=stopping,
+                checkpoint=checkpoint,
+                resumed=resumed,
+                failure_log=Path(cfg.paths.search) / "failures.log",
+                on_epoch=on_epoch,
+            )
+            try:
+                outcome = strategy.run(context)
+                summary = {**outcome.summary, **space.reference(outcome.arch)}
+                finals = {f"final_{k}": float(v) for k, v in summary.items() if v is not None}
+                tracker.log_metrics(finals)
+                record = architecture_record(
+                    space, outcome.arch, score=outcome.score, search_run_id=run_id
+                )
+                tracker.log_dict(record, "best_architecture.json")
+            except TrackingError as error:
+                # Nothing finished is lost: the checkpoint holds it, and a rerun catches
+                # the tracking up (what a dead store did not record is logged then).
+                raise TrackingError(f"{error}; {kept} once the store works") from error
+            _write_outputs(outputs, record, outcome, summary)
+        checkpoint.remove()  # the search is complete: a rerun starts afresh
+        lock.path.unlink(missing_ok=True)
     log.info("best %.4f: %s", outcome.score, outcome.arch.describe())
     return summary
 
@@ -127,11 +153,12 @@ def _fingerprint(config: dict[str, Any], data_hash: str) -> str:
 
 
 def _write_outputs(
-    out: Path, record: dict[str, Any], outcome: SearchOutcome, summary: dict[str, Any]
+    outputs: OutputSet, record: dict[str, Any], outcome: SearchOutcome, summary: dict[str, Any]
 ) -> None:
-    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in outcome.history)
-    write_text_atomic(out / "history.jsonl", lines)
-    write_csv(out / "progress.csv", outcome.progress_columns, outcome.progress)
-    write_json(out / "summary.json", summary)
-    # Written last: retrain depends on it, so it only appears once everything else has.
-    write_json(out / "best_architecture.json", record)
+    """Write the outputs together, best_architecture.json (what retrain reads) last."""
+    with outputs:
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in outcome.history)
+        outputs.write_text("history.jsonl", lines)
+        outputs.write_csv("progress.csv", outcome.progress_columns, outcome.progress)
+        outputs.write_json("summary.json", summary)
+        outputs.write_json("best_architecture.json", record)

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from nasflow.errors import NasflowError
 from nasflow.registry import TRACKERS, Component
 
 if TYPE_CHECKING:
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
 
     from nasflow.loop import Candidate
     from nasflow.search_spaces.base import Graph
+
+
+class TrackingError(NasflowError):
+    """The tracking store failed after the start (unreachable, full, locked): the run
+    stops cleanly, keeping what finished, and says how to continue."""
 
 
 class Tracker(Component):
@@ -37,6 +43,9 @@ class Tracker(Component):
         """Open a run for a stage, or reopen `resume_run_id` (a resumed search) where it
         still exists; yields the run's id (None when nothing is tracked)."""
         yield None
+
+    def close_stale(self, run_id: str | None) -> None:
+        """Mark `run_id`, left open by a process that died, as KILLED (if it is open)."""
 
     def log_candidate(self, candidate: Candidate, graphs: Sequence[Graph] = ()) -> None:
         """Record an evaluated candidate under the open search run, with its diagram."""

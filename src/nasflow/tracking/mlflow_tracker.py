@@ -6,18 +6,25 @@ around, no "active run" global) except to log models, which MLflow only offers f
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
-from nasflow.tracking.base import Tracker, flatten
+from nasflow.errors import NasflowError
+from nasflow.interrupts import Interrupted
+from nasflow.outputs import unwritable
+from nasflow.tracking.base import Tracker, TrackingError, flatten
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,6 +40,10 @@ _TRAINING_KIND = (EXPERIMENT_KIND_TAG, "custom_model_development")
 
 _MAX_PARAM = 6000
 _PARAM_BATCH = 100
+#: Seconds the start-up check waits for an HTTP tracking server.
+_PROBE_TIMEOUT = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class MlflowTracker(Tracker):
@@ -45,7 +56,9 @@ class MlflowTracker(Tracker):
             resolved against the working directory).
 
     The experiment is tagged as model training (`EXPERIMENT_KIND_TAG`), so the MLflow UI
-    opens it on its runs.
+    opens it on its runs. The store is checked when the tracker is built (a server must
+    answer within seconds, a SQLite file's folder must be writable), and every later
+    failure of the store is a `TrackingError` naming the URI.
     """
 
     name = "mlflow"
@@ -57,7 +70,8 @@ class MlflowTracker(Tracker):
         artifact_location: str | None = "mlartifacts",
     ) -> None:
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        check_store(uri)
+        self.client: Any = _Guarded(MlflowClient(tracking_uri=uri), uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
@@ -71,6 +85,8 @@ class MlflowTracker(Tracker):
                 experiment, location, tags=dict([_TRAINING_KIND])
             )
         self.run_id: str | None = None
+        #: Iterations of the open search run whose candidates are already logged.
+        self._logged: set[int] = set()
 
     @contextmanager
     def run(
@@ -80,10 +96,18 @@ class MlflowTracker(Tracker):
         params: Mapping[str, Any],
         resume_run_id: str | None = None,
     ) -> Iterator[str | None]:
+        self._logged = set()
         if resume_run_id is not None and self._exists(resume_run_id):
-            # A resumed search continues its run: candidates and steps carry on.
+            # A resumed search continues its run: candidates and steps carry on. A child
+            # the interrupted process left RUNNING is KILLED; those it finished are not
+            # logged again.
             self.run_id = resume_run_id
             self.client.update_run(resume_run_id, status="RUNNING")
+            for child in self._children(resume_run_id):
+                if child.info.status == "RUNNING":
+                    self.client.set_terminated(child.info.run_id, "KILLED")
+                elif "nasflow.iteration" in child.data.tags:
+                    self._logged.add(int(child.data.tags["nasflow.iteration"]))
         else:
             run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
             self.run_id = run.info.run_id
@@ -92,15 +116,39 @@ class MlflowTracker(Tracker):
         try:
             yield self.run_id
             status = "FINISHED"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             status = "KILLED"
             raise
         finally:
-            self.client.set_terminated(self.run_id, status)
+            try:
+                self.client.set_terminated(self.run_id, status)
+            except TrackingError as error:  # the store is down: the error that led here counts
+                log.warning("could not mark run %s %s: %s", self.run_id, status, error)
             self.run_id = None
+
+    def close_stale(self, run_id: str | None) -> None:
+        """Mark `run_id`, left RUNNING by a process that died, KILLED, with its children."""
+        if run_id is None or not self._exists(run_id):
+            return
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            return
+        for child in self._children(run_id):
+            if child.info.status == "RUNNING":
+                self.client.set_terminated(child.info.run_id, "KILLED")
+        self.client.set_terminated(run_id, "KILLED")
+        log.info("run %s, left running by a process that died, is marked KILLED", run_id)
+
+    def _children(self, run_id: str) -> list[Any]:
+        return list(
+            self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+            )
+        )
 
     def log_candidate(self, candidate: Candidate, graphs: Sequence[Graph] = ()) -> None:
         assert self.run_id is not None, "log_candidate needs an open search run"
+        if candidate.iteration in self._logged:  # logged before an interruption
+            return
         evaluation, arch = candidate.evaluation, candidate.arch
         step, now = candidate.iteration, get_current_time_millis()
         child = self.client.create_run(
@@ -159,12 +207,16 @@ class MlflowTracker(Tracker):
         # What the strategy learnt from this candidate, e.g. a controller's reward and loss.
         parent |= {f"strategy_{k}": v for k, v in candidate.strategy_metrics.items()}
         self.log_metrics({k: v for k, v in parent.items() if v is not None}, step=step)
+        self._logged.add(step)
 
     def _exists(self, run_id: str) -> bool:
         try:
             return self.client.get_run(run_id).info.experiment_id == self.experiment_id
-        except MlflowException:
-            return False
+        except TrackingError as error:
+            cause = error.__cause__
+            if isinstance(cause, MlflowException) and cause.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False  # deleted from the store, say
+            raise
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         assert self.run_id is not None
@@ -187,7 +239,7 @@ class MlflowTracker(Tracker):
         assert self.run_id is not None
         network.eval()
         mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=self.run_id):
+        with _store_errors(self.uri), mlflow.start_run(run_id=self.run_id):
             mlflow.pytorch.log_model(
                 network,
                 name="model",
@@ -208,3 +260,85 @@ class MlflowTracker(Tracker):
         items = [Param(str(k)[:250], str(v)[:_MAX_PARAM]) for k, v in params.items()]
         for i in range(0, len(items), _PARAM_BATCH):
             self.client.log_batch(run_id, params=items[i : i + _PARAM_BATCH])
+
+
+def check_store(uri: str) -> None:
+    """A NasflowError naming `uri` unless its store can be used, decided within seconds.
+
+    An HTTP server must answer (any answer: only a connection that fails counts); a
+    SQLite file must be in a writable folder and, if it exists, be a database; a file
+    store's folder must be writable. MLflow itself would retry an unreachable server for
+    minutes, or a bad SQLite path 15 times, before saying anything.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        import requests
+
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=_PROBE_TIMEOUT)
+        except requests.RequestException as error:
+            raise NasflowError(
+                f"tracking.uri={uri} is not reachable ({_reason(error)}); start the tracking "
+                "server, fix tracking.uri, or set tracking=none"
+            ) from None
+    elif parsed.scheme == "sqlite":
+        path = uri.removeprefix("sqlite:///")
+        if path in ("", ":memory:") or path == uri:
+            return
+        file = Path(path)
+        if (reason := unwritable(file.parent)) is not None:
+            raise NasflowError(
+                f"tracking.uri={uri}: cannot write the SQLite file into {file.parent} ({reason})"
+            )
+        if file.exists():
+            try:
+                with sqlite3.connect(f"file:{file}?mode=rw", uri=True, timeout=5) as db:
+                    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.Error as error:
+                raise NasflowError(
+                    f"tracking.uri={uri}: {file} is not a usable SQLite database ({error})"
+                ) from None
+    elif parsed.scheme in ("", "file"):
+        folder = Path(parsed.path if parsed.scheme == "file" else uri)
+        if (reason := unwritable(folder)) is not None:
+            raise NasflowError(f"tracking.uri={uri} is not a writable folder ({reason})")
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause of a requests/urllib3 error, on one line."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
+
+
+@contextmanager
+def _store_errors(uri: str) -> Iterator[None]:
+    """Any failure of the store as a TrackingError naming `uri` and the cause."""
+    try:
+        yield
+    except (NasflowError, Interrupted, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise TrackingError(f"the tracking store {uri} failed: {first}") from error
+
+
+class _Guarded:
+    """An MlflowClient whose every call raises `TrackingError` when the store fails."""
+
+    def __init__(self, client: MlflowClient, uri: str) -> None:
+        self._client = client
+        self._uri = uri
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with _store_errors(self._uri):
+                return attribute(*args, **kwargs)
+
+        return call

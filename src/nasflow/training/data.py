@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
 from nasflow.data import DatasetInfo, load_info, load_split
+from nasflow.data.prepare import check_split
 
 
 class InMemoryData:
@@ -31,6 +32,11 @@ class InMemoryData:
         """Load `splits` of a prepared data set; only these are read from disk.
 
         Search and retrain ask for ("train", "val") so that the test split is never read.
+        Each split is checked against the size and hash in meta.json before use.
+
+        Raises:
+            NasflowError: A file is missing or unreadable, or a split is not the one
+                meta.json describes (see :func:`nasflow.data.prepare.check_split`).
         """
         info = load_info(data_dir)
         mean = torch.tensor(info.mean).view(1, -1, 1, 1)
@@ -38,6 +44,7 @@ class InMemoryData:
         loaded = {}
         for name in splits:
             split = load_split(data_dir, name)
+            check_split(data_dir, name, split, info)
             images = (split.images.float() / 255.0 - mean) / std
             loaded[name] = TensorDataset(images, split.labels)
         return cls(info=info, splits=loaded)
