@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import tempfile
@@ -13,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nasflow.errors import NasflowError
+from nasflow.outputs import csv_text, json_text
 from nasflow.search_spaces.base import Architecture, SearchSpace
 
 
@@ -39,16 +38,12 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json_text(data))
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A CSV table (for DVC plots), written atomically."""
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text_atomic(path, table.getvalue())
+    write_text_atomic(path, csv_text(header, rows))
 
 
 def read_json(path: str | Path, produced_by: str) -> Any:

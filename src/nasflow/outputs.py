@@ -30,6 +30,20 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def json_text(data: Any) -> str:
+    """How nasflow writes a JSON file: indented, keys sorted, one final newline."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A CSV table (for DVC plots) with `header`, lines ending in a bare newline."""
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return table.getvalue()
+
+
 def check_writable(folder: str | Path, key: str) -> Path:
     """`folder`, once a probe file could be written into it; otherwise a NasflowError
     naming the setting `key`, the folder and why.
@@ -105,17 +119,13 @@ class OutputSet:
         return path
 
     def write_json(self, name: str, data: Any) -> Path:
-        return self.write_bytes(name, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+        return self.write_text(name, json_text(data))
 
     def write_text(self, name: str, text: str) -> Path:
         return self.write_bytes(name, text.encode())
 
     def write_csv(self, name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-        table = io.StringIO()
-        writer = csv.writer(table, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        return self.write_text(name, table.getvalue())
+        return self.write_text(name, csv_text(header, rows))
 
     def commit(self) -> None:
         """Put every written file in place, `last` last, and remove the staging folder."""
