@@ -9,7 +9,9 @@ from nasflow import cli
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 @cli.stage
 def main(cfg: DictConfig) -> object:
-    # Imported here so that a bad override is reported before torch and Lightning load.
+    # A bad override, or a tracking store that cannot be used, is reported before torch
+    # and Lightning load (in seconds): the stage is imported after the check.
+    cli.check_tracking(cfg.tracking)
     from nasflow.stages import retrain
 
     return retrain.run(cfg)

@@ -70,3 +70,10 @@ def discrete_strategies() -> list[str]:
     from nasflow.search_strategies.base import SearchStrategy
 
     return sorted(n for n, c in STRATEGIES.load().items() if issubclass(c, SearchStrategy))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow end-to-end tests first: the two test workers then share them out at the
+    start and end on short tests, instead of one worker starting `dvc repro` (the
+    longest) while the other has nothing left."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

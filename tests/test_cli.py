@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import launch
 from tests.conftest import ROOT, TINY
 
 pytestmark = pytest.mark.slow
 
 
 def run_stage(stage: str, *overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / f"{stage}.py"), *overrides],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
+    """`python pipelines/<stage>.py <overrides>`, started from preloaded libraries."""
+    return launch.run(launch.stage(stage, *overrides), cwd=cwd)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from nasflow.data import Digits, ImageFolder, RawDataset, Split, load_info, prep
 from nasflow.data.prepare import split_hash
 from nasflow.errors import NasflowError
 from nasflow.training import InMemoryData
-from tests.conftest import ROOT
+from tests import launch
 
 # ---------------------------------------------------------------- small real image files
 
@@ -282,18 +280,14 @@ def test_good_images_decode_as_before(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_prepare_stage_reports_one_class_folder_in_one_line(tmp_path: Path) -> None:
     write_images(tmp_path / "pets" / "cat", 4)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "pipelines" / "prepare.py"),
+    result = launch.run(
+        launch.stage(
+            "prepare",
             "data=image_folder",
             f"data.source.root={tmp_path / 'pets'}",
             f"paths.prepared={tmp_path / 'out'}",
-        ],
-        capture_output=True,
-        text=True,
+        ),
         cwd=tmp_path,
-        timeout=300,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

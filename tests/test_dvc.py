@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import launch
 from tests.conftest import ROOT
 
 STAGES = ["prepare", "search", "retrain", "evaluate"]
@@ -41,7 +42,9 @@ def test_stage_deps_cover_every_module_it_imports(stage: str) -> None:
         "print('\\n'.join(sorted(m.__file__ for n, m in sys.modules.items()\n"
         "    if n.startswith('nasflow') and getattr(m, '__file__', None))))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # A process of its own with no nasflow module loaded (its libraries preloaded).
+    out = launch.run(["-c", code])
+    assert out.returncode == 0, out.stderr
     used = {Path(f).resolve().relative_to(ROOT).as_posix() for f in out.stdout.split()}
     deps = [d for d in DVC_YAML["stages"][stage]["deps"] if not d.startswith("$")]
     uncovered = sorted(

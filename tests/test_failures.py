@@ -4,8 +4,6 @@ that holds every traceback (`search.max_consecutive_failures`)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from nasflow.loop import Stopping, run_search
 from nasflow.records import Evaluation
 from nasflow.search_spaces import Architecture, NB201Space
 from nasflow.search_strategies.random import RandomSearch
-from tests.conftest import ROOT
+from tests import launch
 
 SPACE = NB201Space(channels=4, cells_per_stage=1)
 
@@ -86,11 +84,10 @@ def test_no_limit_spends_the_budget() -> None:
 def test_the_search_stage_stops_on_a_bug_in_one_line(tmp_path: Path, prepared_digits: Path) -> None:
     """A learning rate AdamW refuses fails inside every candidate's training."""
     prepared = prepared_digits
-    done = subprocess.run(
-        [sys.executable, "pipelines/search.py", "estimator.optimizer.lr=-1", "tracking=none",
+    done = launch.run(
+        launch.stage("search", "estimator.optimizer.lr=-1", "tracking=none",
          "search.max_consecutive_failures=3", f"paths.prepared={prepared}",
-         f"paths.search={tmp_path / 'search'}", f"paths.checkpoints={tmp_path / 'ck'}"],
-        cwd=ROOT, capture_output=True, text=True,
+         f"paths.search={tmp_path / 'search'}", f"paths.checkpoints={tmp_path / 'ck'}"),
     )  # fmt: skip
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]

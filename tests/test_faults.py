@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.server
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +35,22 @@ from nasflow.errors import NasflowError
 from nasflow.estimators import NB201TableEstimator, SuccessiveHalving
 from nasflow.executors import Executor, LocalExecutor
 from nasflow.interrupts import Interrupted
-from nasflow.locks import ProcessLock
+from nasflow.locks import LOCK_NAME, ProcessLock
 from nasflow.loop import Checkpoint, run_search
 from nasflow.records import EvaluateFn, Evaluation, Task
 from nasflow.search_spaces import NB201Space
 from nasflow.search_strategies.random import RandomSearch
-from nasflow.tracking import TrackingError
-from nasflow.tracking.mlflow_tracker import MlflowTracker, _store_errors, check_store
-from tests.conftest import ROOT, TINY, compose_config
+from nasflow.tracking import OWNER_TAG, TrackingError
+from nasflow.tracking.mlflow_tracker import MlflowTracker, _store_errors
+from nasflow.tracking.store import check_store
+from tests import launch
+from tests.conftest import TINY, compose_config
 from tests.test_cli import assert_one_line_error, run_stage
 
 SPACE = NB201Space()
 
-# Candidates that train for a few seconds each: long enough to be interrupted mid-fit.
-SLOW = [o for o in TINY if not o.startswith("estimator.epochs")] + ["estimator.epochs=12"]
-
-
-def stage_command(stage: str, *overrides: str) -> list[str]:
-    return [sys.executable, str(ROOT / "pipelines" / f"{stage}.py"), *overrides]
+# Candidates that train for a second or two each: long enough to be interrupted mid-fit.
+SLOW = [o for o in TINY if not o.startswith("estimator.epochs")] + ["estimator.epochs=6"]
 
 
 def paths(tmp_path: Path, prepared: Path) -> list[str]:
@@ -75,7 +76,7 @@ def outputs(folder: Path) -> dict[str, bytes]:
 
 
 def wait_for_checkpoint(
-    folder: Path, process: subprocess.Popen, candidates: int = 0, evaluations: int = 0
+    folder: Path, process: launch.Started, candidates: int = 0, evaluations: int = 0
 ) -> dict[str, Any]:
     """Wait until the search's checkpoint holds `candidates` finished candidates and
     `evaluations` finished evaluations of the round in progress; the checkpoint."""
@@ -192,8 +193,8 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path, prepared_digit
 def test_an_interrupt_inside_training_says_what_was_kept_and_the_run_is_killed(
     sig: signal.Signals, status: int, rerun: bool, tmp_path: Path, prepared_digits: Path
 ) -> None:
-    command = stage_command("search", *SLOW, *paths(tmp_path, prepared_digits))
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = launch.stage("search", *SLOW, *paths(tmp_path, prepared_digits))
+    process = launch.start(command)
     wait_for_checkpoint(tmp_path / "checkpoints", process, candidates=1)
     time.sleep(0.5)  # inside the second candidate's Trainer.fit
     process.send_signal(sig)
@@ -208,7 +209,7 @@ def test_an_interrupt_inside_training_says_what_was_kept_and_the_run_is_killed(
     if not rerun:  # the same path as SIGINT's from here on
         return
 
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    again = launch.run(command)
     assert again.returncode == 0, again.stderr
     resumed = re.search(r"resuming after (\d+) finished candidates", again.stdout + again.stderr)
     assert resumed and int(resumed.group(1)) >= 1
@@ -224,20 +225,20 @@ def test_an_interrupt_inside_training_says_what_was_kept_and_the_run_is_killed(
 def test_one_search_one_process_and_a_kill_9_costs_only_the_candidate_in_flight(
     tmp_path: Path, prepared_digits: Path
 ) -> None:
-    budget = 6
-    command = stage_command(
+    budget = 4
+    command = launch.stage(
         "search", *SLOW, *paths(tmp_path, prepared_digits), f"strategy.budget={budget}"
     )
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = launch.start(command)
     wait_for_checkpoint(tmp_path / "checkpoints", first)  # saved as the search starts
-    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    second = launch.run(command, timeout=120)
     assert_one_line_error(second, f"in use by another process (PID {first.pid}")
     first.send_signal(signal.SIGKILL)
     first.wait()
     (parent,) = [r for r in runs(tmp_path) if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "RUNNING"  # what kill -9 leaves
 
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    again = launch.run(command)
     assert again.returncode == 0, again.stderr
     every = runs(tmp_path)
     parents = [r for r in every if "mlflow.parentRunId" not in r.data.tags]
@@ -252,12 +253,16 @@ def test_one_search_one_process_and_a_kill_9_costs_only_the_candidate_in_flight(
 def test_a_rerun_marks_a_killed_retrain_run_killed(tmp_path: Path, prepared_digits: Path) -> None:
     where = paths(tmp_path, prepared_digits)
     config(tmp_path, prepared_digits)  # a searched architecture
-    command = stage_command("retrain", *TINY, *where, "retrain.epochs=200")
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = launch.start(launch.stage("retrain", *TINY, *where, "retrain.epochs=200"))
+    # Killed once its run is open (the lock file names it). Watched through the lock,
+    # not the store: a second client creating a new SQLite store at the same moment as
+    # the stage would race it.
+    lock = tmp_path / "retrain" / LOCK_NAME
     deadline = time.monotonic() + 120
-    while not [r for r in runs(tmp_path) if r.data.tags.get("nasflow.stage") == "retrain"]:
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.2)
+    while "run_id" not in (json.loads(lock.read_text() or "{}") if lock.exists() else {}):
+        assert process.poll() is None, process.stderr
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert run_stage("retrain", *TINY, *where).returncode == 0
@@ -335,12 +340,49 @@ def test_a_successive_halving_round_interrupted_resumes_without_training_a_rung_
 def test_an_unreachable_tracking_server_is_named_within_seconds(
     tmp_path: Path, prepared_digits: Path
 ) -> None:
+    """Started the ordinary way (not from preloaded libraries): the store is checked
+    before torch and Lightning load, and MLflow's retries never start."""
     started = time.monotonic()
-    result = run_stage(
-        "search", *TINY, *paths(tmp_path, prepared_digits), "tracking.uri=http://127.0.0.1:9"
+    result = subprocess.run(
+        [
+            sys.executable,
+            *launch.stage("search", *TINY, *paths(tmp_path, prepared_digits)),
+            "tracking.uri=http://127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert time.monotonic() - started <= 30  # <= 10 s of it the check, the rest start-up
+    assert time.monotonic() - started <= 30  # a guard against minutes of retries
     assert_one_line_error(result, "tracking.uri=http://127.0.0.1:9 is not reachable")
+    assert not (tmp_path / "search").exists() and not (tmp_path / "checkpoints").exists()
+
+
+class Answering(http.server.BaseHTTPRequestHandler):
+    """A web server answering every GET with `status` (an MLflow server's /health: 200)."""
+
+    status = 404
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving(status: int) -> Iterator[str]:
+    """The URI of a local web server answering `status`, while the block runs."""
+    handler = type("Handler", (Answering,), {"status": status})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_store_checks_name_the_uri_and_the_cause(tmp_path: Path) -> None:
@@ -358,6 +400,17 @@ def test_store_checks_name_the_uri_and_the_cause(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
     check_store(f"sqlite:///{tmp_path / 'new.db'}")  # a new store in a writable folder
     assert not (tmp_path / "new.db").exists()
+
+    # A server that answers, but not as MLflow does (here, as a gateway's 404 would).
+    with serving(404) as uri, pytest.raises(NasflowError) as error:
+        check_store(uri)
+    assert str(error.value).startswith(
+        f"tracking.uri={uri} does not answer as an MLflow tracking server "
+        "(GET /health: HTTP 404 Not Found)"
+    )
+    for status in (200, 401):  # healthy, or asking for a login MLflow's client will give
+        with serving(status) as uri:
+            check_store(uri)
 
 
 class Dying(MlflowTracker):
@@ -454,6 +507,32 @@ def test_a_corrupt_checkpoint_names_the_file_and_the_way_out(tmp_path: Path) -> 
         checkpoint.load()
 
 
+def test_runs_a_dead_process_left_open_under_a_lock_are_closed(tmp_path: Path) -> None:
+    """What a kill -9 leaves at any moment, even between opening a run and saving its id
+    anywhere: a RUNNING run tagged with the lock's owner. The next holder of the lock
+    marks it KILLED with its open children, and leaves alone the run it resumes, other
+    owners' runs and finished ones."""
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "x", str(tmp_path / "art"))
+    client = MlflowClient(tracking_uri=tracker.uri)
+
+    def opened(**tags: str) -> str:
+        return str(client.create_run(tracker.experiment_id, tags=tags).info.run_id)
+
+    dead, resumed, other = opened(**{OWNER_TAG: "a"}), opened(**{OWNER_TAG: "a"}), opened()
+    child = opened(**{"mlflow.parentRunId": dead})
+    finished = opened(**{OWNER_TAG: "a"})
+    client.set_terminated(finished, "FINISHED")
+    tracker.close_stale("a", keep=resumed)
+    status = {r: client.get_run(r).info.status for r in (dead, child, resumed, other, finished)}
+    assert status == {
+        dead: "KILLED",
+        child: "KILLED",
+        resumed: "RUNNING",
+        other: "RUNNING",
+        finished: "FINISHED",
+    }
+
+
 # -- 6. locks -------------------------------------------------------------------------------
 
 
@@ -478,5 +557,7 @@ def test_a_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     with ProcessLock(path, "x") as lock:  # the dead holder's lock is gone with it
-        assert lock.previous == {"pid": holder.pid, "run_id": "r1"}
+        assert json.loads(path.read_text()) == {"pid": os.getpid()}
+        assert lock.owner == ProcessLock(tmp_path / "." / "x.lock", "y").owner
+        assert lock.owner != ProcessLock(tmp_path / "z.lock", "x").owner
     assert os.path.exists(path)

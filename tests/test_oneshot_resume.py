@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,8 @@ from nasflow.oneshot.strategy import OneShotResult
 from nasflow.searching import SearchContext
 from nasflow.stages import search
 from nasflow.tracking.base import Tracker
-from tests.conftest import ROOT, compose_config
+from tests import launch
+from tests.conftest import compose_config
 from tests.oneshot_runs import (
     TRAINER,
     one_shot_options,
@@ -175,17 +174,12 @@ def test_a_search_killed_with_sigkill_resumes_in_the_stage(
     search.run(compose_config([*overrides, f"paths.search={tmp_path / 'reference'}"]))
 
     killed = [*overrides, f"paths.search={tmp_path / 'search'}"]
-    stage = [sys.executable, str(ROOT / "pipelines" / "search.py"), *killed]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        stage, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    process = launch.start(
+        launch.stage("search", *killed), env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
-    assert process.stdout is not None
-    for line in process.stdout:
-        # Epoch 4's line is logged after epoch 3's checkpoint was written.
-        if "[nasflow.search] epoch 4 " in line:
-            os.kill(process.pid, signal.SIGKILL)
-            break
+    # Epoch 4's line is logged after epoch 3's checkpoint was written.
+    process.wait_for_output("[nasflow.search] epoch 4 ")
+    process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
     assert not (tmp_path / "search" / "best_architecture.json").exists()

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests import launch
 
 # A real, if plain, strategy: the space in a seeded random order, without repeats.
 MODULE = '''
@@ -77,11 +75,11 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def test_every_contract_test_picks_the_plugin_up(plugin: dict[str, str]) -> None:
     tests = ["tests/test_contracts.py", "tests/test_option_files.py"]
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests,
-         "-k", "throwaway_shuffled"],
-        cwd=ROOT, env=plugin, capture_output=True, text=True,
-    )  # fmt: skip
+    arguments = ["-q", "-p", "no:cacheprovider", *tests, "-k", "throwaway_shuffled"]
+    # `python -m pytest ...` in a process of its own, with the plugin's environment.
+    done = launch.run(
+        ["-c", f"import sys, pytest; sys.exit(pytest.main({arguments!r}))"], env=plugin
+    )
     assert done.returncode == 0, done.stdout[-3000:]
     passed = int(re.search(r"(\d+) passed", done.stdout).group(1))  # type: ignore[union-attr]
     # Seeded and distinct, exact resume, discard, the search stage, the option file.
@@ -92,12 +90,12 @@ def test_the_search_stage_runs_the_plugin(
     plugin: dict[str, str], tmp_path: Path, prepared_digits: Path
 ) -> None:
     prepared = prepared_digits
-    done = subprocess.run(
-        [sys.executable, "pipelines/search.py", "strategy=throwaway_shuffled",
+    done = launch.run(
+        launch.stage("search", "strategy=throwaway_shuffled",
          "strategy.budget=2", "estimator.epochs=1", "tracking=none",
          f"paths.prepared={prepared}", f"paths.search={tmp_path / 'search'}",
-         f"paths.checkpoints={tmp_path / 'checkpoints'}"],
-        cwd=ROOT, env=plugin, capture_output=True, text=True,
+         f"paths.checkpoints={tmp_path / 'checkpoints'}"),
+        env=plugin,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "throwaway_shuffled search over the chain space" in done.stdout + done.stderr

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY
+from tests import launch
+from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +25,8 @@ STRATEGIES = {
 
 
 def search_command(tmp_path: Path, prepared: Path, name: str, strategy: str) -> list[str]:
-    return [
-        sys.executable,
-        str(ROOT / "pipelines" / "search.py"),
+    return launch.stage(
+        "search",
         *[o for o in TINY if not o.startswith("strategy.")],
         *STRATEGIES[strategy],
         "strategy.budget=8",
@@ -37,7 +34,7 @@ def search_command(tmp_path: Path, prepared: Path, name: str, strategy: str) -> 
         f"paths.prepared={prepared}",
         f"paths.search={tmp_path / name}",
         f"paths.checkpoints={tmp_path / 'checkpoints'}",
-    ]
+    )
 
 
 def finished(history_file: Path) -> list[dict]:
@@ -50,16 +47,11 @@ def finished(history_file: Path) -> list[dict]:
 def test_a_killed_search_resumes_and_ends_like_an_uninterrupted_one(
     strategy: str, tmp_path: Path, prepared_digits: Path
 ) -> None:
-    whole = subprocess.run(
-        search_command(tmp_path, prepared_digits, "whole", strategy),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    whole = launch.run(search_command(tmp_path, prepared_digits, "whole", strategy), timeout=600)
     assert whole.returncode == 0, whole.stderr
 
     command = search_command(tmp_path, prepared_digits, "killed", strategy)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = launch.start(command)
     checkpoints = tmp_path / "checkpoints"
     deadline = time.monotonic() + 300
     done = 0
@@ -69,13 +61,13 @@ def test_a_killed_search_resumes_and_ends_like_an_uninterrupted_one(
             with contextlib.suppress(Exception):  # being replaced at this very moment
                 done = len(torch.load(path, weights_only=False)["history"])
     assert process.poll() is None, "the search finished before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)
     process.wait()
     (checkpoint,) = checkpoints.glob("search-*.pt")
     killed_after = len(torch.load(checkpoint, weights_only=False)["history"])
     assert 3 <= killed_after < 8
 
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    again = launch.run(command, timeout=600)
     assert again.returncode == 0, again.stderr
     assert f"resuming after {killed_after} finished candidates" in again.stdout
     assert again.stdout.count("] candidate ") == 8 - killed_after, "nothing is evaluated twice"

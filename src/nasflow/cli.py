@@ -63,6 +63,21 @@ _MLFLOW_SETTINGS = {
 }
 
 
+def check_tracking(tracking: DictConfig) -> None:
+    """Check the configured tracking store (`tracking.uri`, where the tracker has one).
+
+    The stages that track call this before they import torch and Lightning, so that a
+    server that does not answer or a SQLite file that cannot be written is named within
+    the seconds start-up takes; the tracker checks again when it is built, for code that
+    builds one directly.
+    """
+    from nasflow.tracking.store import check_store  # only the stages that track need it
+
+    uri = tracking.get("uri")
+    if isinstance(uri, str):
+        check_store(uri)
+
+
 def stage(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Wrap a stage so that a bad input ends it with one line on stderr and exit status 2."""
 

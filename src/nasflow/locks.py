@@ -1,16 +1,19 @@
 """One process at a time on a piece of state: a search's checkpoint, a stage's outputs.
 
 A `ProcessLock` is an advisory lock (``flock``) on a small file that also records who
-holds it and which tracking run that process opened. The operating system drops the lock
-when its holder dies, kill -9 included, so a lock that can be taken is never stale; what
-the file still says about the previous holder tells the new one which run it left open.
+holds it (its PID, for the refusal a second process gets, and the tracking run it has
+open). The operating system drops the lock when its holder dies, kill -9 included, so a
+lock that can be taken is never stale; the runs a dead holder left open carry the lock's
+`owner` tag, by which the next holder closes them.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +35,14 @@ class ProcessLock:
         self.path = Path(path)
         self.what = what
         self._fd: int | None = None
-        #: What the previous holder recorded (its pid, its run id), {} if nothing.
-        self.previous: dict[str, Any] = {}
+
+    @property
+    def owner(self) -> str:
+        """Who works under this lock, as a short tag for the runs it opens: the same for
+        every process on this machine and path. Once this process holds the lock, a run
+        with its owner tag that is still open was left by a process that died."""
+        where = f"{socket.gethostname()}:{self.path.resolve()}"
+        return hashlib.sha256(where.encode()).hexdigest()[:16]
 
     def acquire(self) -> ProcessLock:
         """Take the lock, or raise a NasflowError naming the process that holds it."""
@@ -49,7 +58,6 @@ class ProcessLock:
                 "wait for it to finish or stop it"
             ) from None
         self._fd = fd
-        self.previous = _read(fd)
         self.record()
         return self
 

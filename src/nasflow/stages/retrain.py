@@ -18,7 +18,7 @@ from nasflow.locks import LOCK_NAME, ProcessLock
 from nasflow.measure import count_flops, count_params
 from nasflow.outputs import OutputSet, sha256_file
 from nasflow.search_spaces.base import Architecture, SearchSpace
-from nasflow.tracking import Tracker, git_commit
+from nasflow.tracking import OWNER_TAG, Tracker, git_commit
 from nasflow.training import InMemoryData, InMemoryDataModule, fit
 
 log = logging.getLogger("nasflow.retrain")
@@ -63,6 +63,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     info = data.info
     tags = {
         "nasflow.stage": "retrain",
+        OWNER_TAG: lock.owner,
         "nasflow.search_run_id": str(record.get("search_run_id")),
         "nasflow.arch_id": arch.id,
         "nasflow.dataset": info.name,
@@ -76,7 +77,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     with lock, outputs:
         # A retrain that died without a word (kill -9) left its run RUNNING.
-        tracker.close_stale(lock.previous.get("run_id"))
+        tracker.close_stale(lock.owner)
         keep(f"the previous outputs in {outputs.folder} are unchanged; run retrain again")
         log.info("retraining %s for %d epochs", arch.describe(), epochs)
         with tracker.run(f"retrain-{arch.id}", tags, params) as run_id:

@@ -19,7 +19,7 @@ from nasflow.locks import ProcessLock
 from nasflow.loop import Checkpoint, Stopping
 from nasflow.outputs import OutputSet, check_writable
 from nasflow.searching import SearchContext, Searcher, SearchOutcome
-from nasflow.tracking import Tracker, TrackingError, git_commit
+from nasflow.tracking import OWNER_TAG, Tracker, TrackingError, git_commit
 from nasflow.training import InMemoryData
 
 log = logging.getLogger("nasflow.search")
@@ -58,9 +58,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with lock:
         resumed = checkpoint.load() if cfg.search.resume else None
         run_id = resumed["meta"].get("run_id") if resumed else None
-        if lock.previous.get("run_id") != run_id:  # a run not continued: it died
-            tracker.close_stale(lock.previous.get("run_id"))
-        tags = _tags(cfg, strategy.name, space.name, data)
+        # A run opened under this lock and still open was left by a process that died
+        # (kill -9), unless it is the one this search continues.
+        tracker.close_stale(lock.owner, keep=run_id)
+        tags = {**_tags(cfg, strategy.name, space.name, data), OWNER_TAG: lock.owner}
         name = f"search-{strategy.name}-{space.name}"
         kept = f"the checkpoint {checkpoint.path} keeps what finished; run the search again"
         with tracker.run(name, tags, config, resume_run_id=run_id) as run_id:

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from nasflow.search_spaces.base import Graph
 
 
+#: The tag naming the lock a stage held when it opened a run (`ProcessLock.owner`).
+OWNER_TAG = "nasflow.owner"
+
+
 class TrackingError(NasflowError):
     """The tracking store failed after the start (unreachable, full, locked): the run
     stops cleanly, keeping what finished, and says how to continue."""
@@ -44,8 +48,10 @@ class Tracker(Component):
         still exists; yields the run's id (None when nothing is tracked)."""
         yield None
 
-    def close_stale(self, run_id: str | None) -> None:
-        """Mark `run_id`, left open by a process that died, as KILLED (if it is open)."""
+    def close_stale(self, owner: str, keep: str | None = None) -> None:
+        """Mark KILLED every run still open that was opened under `owner` (its `OWNER_TAG`),
+        but `keep` (a run about to be resumed). The caller holds that lock, so no live
+        process has such a run: a process that died (kill -9) left it open."""
 
     def log_candidate(self, candidate: Candidate, graphs: Sequence[Graph] = ()) -> None:
         """Record an evaluated candidate under the open search run, with its diagram."""

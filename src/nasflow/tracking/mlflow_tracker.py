@@ -9,12 +9,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
@@ -23,8 +21,8 @@ from mlflow.utils.time import get_current_time_millis
 
 from nasflow.errors import NasflowError
 from nasflow.interrupts import Interrupted
-from nasflow.outputs import unwritable
-from nasflow.tracking.base import Tracker, TrackingError, flatten
+from nasflow.tracking.base import OWNER_TAG, Tracker, TrackingError, flatten
+from nasflow.tracking.store import check_store
 
 if TYPE_CHECKING:
     from torch import nn
@@ -40,8 +38,6 @@ _TRAINING_KIND = (EXPERIMENT_KIND_TAG, "custom_model_development")
 
 _MAX_PARAM = 6000
 _PARAM_BATCH = 100
-#: Seconds the start-up check waits for an HTTP tracking server.
-_PROBE_TIMEOUT = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +122,22 @@ class MlflowTracker(Tracker):
                 log.warning("could not mark run %s %s: %s", self.run_id, status, error)
             self.run_id = None
 
-    def close_stale(self, run_id: str | None) -> None:
-        """Mark `run_id`, left RUNNING by a process that died, KILLED, with its children."""
-        if run_id is None or not self._exists(run_id):
-            return
-        if self.client.get_run(run_id).info.status != "RUNNING":
-            return
-        for child in self._children(run_id):
-            if child.info.status == "RUNNING":
-                self.client.set_terminated(child.info.run_id, "KILLED")
-        self.client.set_terminated(run_id, "KILLED")
-        log.info("run %s, left running by a process that died, is marked KILLED", run_id)
+    def close_stale(self, owner: str, keep: str | None = None) -> None:
+        """Mark KILLED, with their open children, the runs of this experiment still
+        RUNNING under `owner` (but `keep`): a process that died left them open."""
+        stale = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{OWNER_TAG}` = '{owner}' and attributes.status = 'RUNNING'",
+        )
+        for run in stale:
+            run_id = run.info.run_id
+            if run_id == keep:
+                continue
+            for child in self._children(run_id):
+                if child.info.status == "RUNNING":
+                    self.client.set_terminated(child.info.run_id, "KILLED")
+            self.client.set_terminated(run_id, "KILLED")
+            log.info("run %s, left running by a process that died, is marked KILLED", run_id)
 
     def _children(self, run_id: str) -> list[Any]:
         return list(
@@ -260,56 +261,6 @@ class MlflowTracker(Tracker):
         items = [Param(str(k)[:250], str(v)[:_MAX_PARAM]) for k, v in params.items()]
         for i in range(0, len(items), _PARAM_BATCH):
             self.client.log_batch(run_id, params=items[i : i + _PARAM_BATCH])
-
-
-def check_store(uri: str) -> None:
-    """A NasflowError naming `uri` unless its store can be used, decided within seconds.
-
-    An HTTP server must answer (any answer: only a connection that fails counts); a
-    SQLite file must be in a writable folder and, if it exists, be a database; a file
-    store's folder must be writable. MLflow itself would retry an unreachable server for
-    minutes, or a bad SQLite path 15 times, before saying anything.
-    """
-    parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        import requests
-
-        try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=_PROBE_TIMEOUT)
-        except requests.RequestException as error:
-            raise NasflowError(
-                f"tracking.uri={uri} is not reachable ({_reason(error)}); start the tracking "
-                "server, fix tracking.uri, or set tracking=none"
-            ) from None
-    elif parsed.scheme == "sqlite":
-        path = uri.removeprefix("sqlite:///")
-        if path in ("", ":memory:") or path == uri:
-            return
-        file = Path(path)
-        if (reason := unwritable(file.parent)) is not None:
-            raise NasflowError(
-                f"tracking.uri={uri}: cannot write the SQLite file into {file.parent} ({reason})"
-            )
-        if file.exists():
-            try:
-                with sqlite3.connect(f"file:{file}?mode=rw", uri=True, timeout=5) as db:
-                    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            except sqlite3.Error as error:
-                raise NasflowError(
-                    f"tracking.uri={uri}: {file} is not a usable SQLite database ({error})"
-                ) from None
-    elif parsed.scheme in ("", "file"):
-        folder = Path(parsed.path if parsed.scheme == "file" else uri)
-        if (reason := unwritable(folder)) is not None:
-            raise NasflowError(f"tracking.uri={uri} is not a writable folder ({reason})")
-
-
-def _reason(error: BaseException) -> str:
-    """The innermost cause of a requests/urllib3 error, on one line."""
-    while error.__cause__ is not None or error.__context__ is not None:
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
-    text = str(error).strip().splitlines()
-    return text[-1] if text else type(error).__name__
 
 
 @contextmanager
