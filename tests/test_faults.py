@@ -36,7 +36,7 @@ from nasflow.estimators import NB201TableEstimator, SuccessiveHalving
 from nasflow.executors import Executor, LocalExecutor
 from nasflow.interrupts import Interrupted
 from nasflow.locks import LOCK_NAME, ProcessLock
-from nasflow.loop import Checkpoint, run_search
+from nasflow.loop import Checkpoint, Stopping, run_search
 from nasflow.records import EvaluateFn, Evaluation, Task
 from nasflow.search_spaces import NB201Space
 from nasflow.search_strategies.random import RandomSearch
@@ -46,6 +46,7 @@ from nasflow.tracking.store import check_store
 from tests import launch
 from tests.conftest import TINY, compose_config
 from tests.test_cli import assert_one_line_error, run_stage
+from tests.test_failures import Failing
 
 SPACE = NB201Space()
 
@@ -332,6 +333,34 @@ def test_a_successive_halving_round_interrupted_resumes_without_training_a_rung_
     resumed, rest = search(LocalExecutor(), saved)
     assert [untimed(c) for c in resumed] == [untimed(c) for c in whole]
     assert rest.calls == everything.calls[12 + 5 :], "no finished rung is trained again"
+
+
+def test_a_resumed_round_logs_each_failure_once(tmp_path: Path) -> None:
+    """A round of four failing candidates interrupted after two: the rerun hands those two
+    back from the checkpoint, and failures.log still has one entry per candidate."""
+    log = tmp_path / "failures.log"
+
+    def search(executor: Executor, resumed: Any = None) -> list[Any]:
+        return run_search(
+            RandomSearch(SPACE, budget=4, seed=0),
+            Failing(set(range(4))),
+            executor,
+            0,
+            stopping=Stopping(max_consecutive_failures=None),
+            checkpoint=Checkpoint(tmp_path, "failing"),
+            resumed=resumed,
+            failure_log=log,
+        )
+
+    interrupting, wide = Interrupting(after=2), LocalExecutor()
+    interrupting.slots = wide.slots = 4  # one round of four
+    with pytest.raises(Interrupted):
+        search(interrupting)
+    assert log.read_text().count("--- candidate") == 2
+    history = search(wide, Checkpoint(tmp_path, "failing").load())
+    assert [c.evaluation.status for c in history] == ["failed"] * 4
+    entries = re.findall(r"^--- candidate (\d+) ", log.read_text(), re.MULTILINE)
+    assert entries == ["0", "1", "2", "3"]
 
 
 # -- 4. the world outside -----------------------------------------------------------------

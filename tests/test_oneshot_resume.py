@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from nasflow.loop import Checkpoint, Stopping
+from nasflow.oneshot.module import RESUME_KEY
 from nasflow.oneshot.strategy import OneShotResult
 from nasflow.searching import SearchContext
 from nasflow.stages import search
@@ -142,11 +143,18 @@ def test_the_stage_protocol_resumes_restarts_and_cleans_up(tmp_path: Path) -> No
         tiny_strategy("enas").run(context(tmp_path, False, stop_at(1, restarted)))
     assert restarted == [0, 1]
 
+    # The epoch the interrupted process finished took 1,000 s, as its checkpoint says.
+    saved = folder / "search-fingerprint.ckpt"
+    state = torch.load(saved, weights_only=False)
+    state[RESUME_KEY]["history"][0]["seconds"] = 1000.0
+    torch.save(state, saved)
+
     resumed: list[int] = []
     outcome = tiny_strategy("enas").run(
         context(tmp_path, True, lambda r: resumed.append(r["epoch"]))
     )
     assert resumed == [1]
+    assert outcome.summary["seconds"] > 1000, "the time before the interruption counts"
     assert {p.name for p in folder.iterdir()} == {"search-fingerprint.pt"}
     assert outcome.arch == uninterrupted.arch and outcome.score == uninterrupted.score
     assert without_seconds(outcome.history) == without_seconds(uninterrupted.history)

@@ -361,13 +361,16 @@ def run_search(
 
 
 def _log_failure(log: Path, candidate: Candidate) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
+    """Append the candidate's error and traceback to `log`, once: a resumed round hands
+    back the failures it had finished, which the interrupted process has logged."""
     evaluation = candidate.evaluation
+    entry = f"--- candidate {candidate.iteration} ({candidate.arch.describe()}), "
+    entry += f"seed {candidate.seed}: {evaluation.error}\n"
+    if log.exists() and entry in log.read_text(errors="replace"):
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as file:
-        file.write(
-            f"--- candidate {candidate.iteration} ({candidate.arch.describe()}), "
-            f"seed {candidate.seed}: {evaluation.error}\n{evaluation.traceback or ''}\n"
-        )
+        file.write(f"{entry}{evaluation.traceback or ''}\n")
 
 
 def _report(candidate: Candidate, planned: int) -> None:

@@ -72,6 +72,8 @@ class SupernetModule(pl.LightningModule):
         self.on_record = on_record
         self.method = method  # the search's name, for the resume message
         self.history: list[dict[str, Any]] = []
+        #: Seconds the epochs restored from a checkpoint took, in the process that ran them.
+        self.resumed_seconds = 0.0
         # Every epoch the trainer runs (a perturbation selection adds tuning epochs).
         self.total_epochs = settings.epochs
         self.train_loss = MeanMetric(nan_strategy="disable")
@@ -186,6 +188,7 @@ class SupernetModule(pl.LightningModule):
         # Called before the parameters load, the optimisers exist or the data loaders are
         # made: generators restored here give the next epoch the batches it would have had.
         self.load_resume_state(checkpoint[RESUME_KEY])
+        self.resumed_seconds = sum(float(record["seconds"]) for record in self.history)
         done, total = len(self.history), self.total_epochs
         if done < total:
             log.info("resuming the %s search from epoch %d of %d", self.method, done + 1, total)

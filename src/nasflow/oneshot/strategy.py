@@ -104,7 +104,8 @@ class OneShotResult:
             (its JSON), ``arch_description``, ``alphas`` (per cell type, [edge][op] op
             weights: the derivation weights for DARTS, the op frequencies of the epoch's
             controller samples for ENAS), ``w_lr`` and ``seconds``.
-        seconds: Wall time of the whole search.
+        seconds: Wall time of the whole search (of a resumed one: this process's, plus
+            the epochs restored from its checkpoint).
         details: Method-specific extras for the JSON (the ops of the weight columns, the
             final architecture parameters, ENAS' final candidates).
     """
@@ -277,7 +278,8 @@ class SupernetSearch(OneShotStrategy):
             arch=arch,
             score=score,
             epochs=module.history,
-            seconds=time.perf_counter() - start,
+            # A resumed search counts the epochs the interrupted process finished too.
+            seconds=time.perf_counter() - start + module.resumed_seconds,
             details={"strategy": self.name, **details},
         )
         _log_artifacts(tracker, result, network.ops)
