@@ -73,15 +73,17 @@ def tiny_strategy(name: str, seed: int = 0) -> SupernetSearch:
     return strategy
 
 
-def tiny_data(n: int = 64, seed: int = 0) -> InMemoryData:
-    """`n` training and `n` validation 8x8 images: a fixed template per class plus noise."""
+def tiny_data(
+    n: int = 64, seed: int = 0, shape: tuple[int, int, int] = (1, 8, 8), noise: float = 0.8
+) -> InMemoryData:
+    """`n` training and `n` validation images: a fixed template per class plus `noise`
+    times Gaussian noise."""
     g = torch.Generator().manual_seed(seed)
-    shape = (1, 8, 8)
     templates = torch.randn((CLASSES, *shape), generator=g)
 
     def split() -> TensorDataset:
         labels = torch.randint(CLASSES, (n,), generator=g)
-        images = templates[labels] + 0.8 * torch.randn((n, *shape), generator=g)
+        images = templates[labels] + noise * torch.randn((n, *shape), generator=g)
         return TensorDataset(images, labels)
 
     info = DatasetInfo(
@@ -90,8 +92,8 @@ def tiny_data(n: int = 64, seed: int = 0) -> InMemoryData:
         input_shape=shape,
         num_classes=CLASSES,
         sizes={"train": n, "val": n},
-        mean=(0.0,),
-        std=(1.0,),
+        mean=(0.0,) * shape[0],
+        std=(1.0,) * shape[0],
         content_hash="synthetic",
     )
     return InMemoryData(info, {"train": split(), "val": split()})

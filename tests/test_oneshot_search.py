@@ -15,11 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import TensorDataset
 
-from nasflow.data import DatasetInfo
 from nasflow.errors import NasflowError
 from nasflow.oneshot import DartsSearch, EnasSearch, OneShotResult
 from nasflow.oneshot.build import build_supernet, one_hot_weights
@@ -30,15 +27,8 @@ from nasflow.search_spaces.darts import DARTS_V2, DartsSpace
 from nasflow.search_spaces.nb201 import NB201Architecture, NB201Space
 from nasflow.tracking.base import Tracker
 from nasflow.training.data import InMemoryData
+from tests.oneshot_runs import CLASSES, TRAINER, tiny_data
 
-CLASSES = 10
-TRAINER = partial(
-    pl.Trainer,
-    accelerator="cpu",
-    devices=1,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-)
 # The supernet sizes of the tests: NB201 with one cell per stage, DARTS with three cells.
 SPACES = {
     "nb201": (NB201Space(channels=16, cells_per_stage=5), {"channels": 4, "cells": 1}),
@@ -47,27 +37,9 @@ SPACES = {
 FAST = {"epochs": 2, "batch_size": 16}
 
 
-def _data(n: int = 32, shape: tuple[int, int, int] = (1, 8, 8), seed: int = 0) -> InMemoryData:
-    """`n` training and `n` validation images: a fixed template per class plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    templates = torch.randn((CLASSES, *shape), generator=g)
-
-    def split() -> TensorDataset:
-        labels = torch.randint(CLASSES, (n,), generator=g)
-        images = templates[labels] + 0.5 * torch.randn((n, *shape), generator=g)
-        return TensorDataset(images, labels)
-
-    info = DatasetInfo(
-        name="synthetic",
-        class_names=tuple(str(i) for i in range(CLASSES)),
-        input_shape=shape,
-        num_classes=CLASSES,
-        sizes={"train": n, "val": n},
-        mean=(0.0,) * shape[0],
-        std=(1.0,) * shape[0],
-        content_hash="synthetic",
-    )
-    return InMemoryData(info, {"train": split(), "val": split()})
+def _data(n: int = 32) -> InMemoryData:
+    """`n` training and `n` validation 8x8 images, less noisy than the reproduction tests'."""
+    return tiny_data(n, noise=0.5)
 
 
 class Recorder(Tracker):
