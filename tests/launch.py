@@ -51,6 +51,17 @@ PRELOAD = [
 
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)
+#: Every process started here, so that none outlives the test session.
+_started: list[multiprocessing.process.BaseProcess] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Kill what a failed test left running (multiprocessing would wait for it at exit)."""
+    for process in _started:
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _main(argv: list[str], cwd: str, env: dict[str, str], out: str, err: str) -> None:
@@ -98,6 +109,7 @@ class Started:
             daemon=False,
         )
         self._process.start()
+        _started.append(self._process)
         self.pid: int = self._process.pid  # type: ignore[assignment]
         self.returncode: int | None = None
 

@@ -232,6 +232,9 @@ def test_one_search_one_process_and_a_kill_9_costs_only_the_candidate_in_flight(
     )
     first = launch.start(command)
     wait_for_checkpoint(tmp_path / "checkpoints", first)  # saved as the search starts
+    # Paused while the second tries (it holds its lock all the same): however slow the
+    # second's start, the first cannot finish meanwhile.
+    first.send_signal(signal.SIGSTOP)
     second = launch.run(command, timeout=120)
     assert_one_line_error(second, f"in use by another process (PID {first.pid}")
     first.send_signal(signal.SIGKILL)

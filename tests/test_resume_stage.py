@@ -56,7 +56,7 @@ def test_a_killed_search_resumes_and_ends_like_an_uninterrupted_one(
     deadline = time.monotonic() + 300
     done = 0
     while done < 3 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
         for path in checkpoints.glob("search-*.pt"):
             with contextlib.suppress(Exception):  # being replaced at this very moment
                 done = len(torch.load(path, weights_only=False)["history"])
