@@ -82,15 +82,17 @@ def test_no_limit_spends_the_budget() -> None:
 
 
 def test_the_search_stage_stops_on_a_bug_in_one_line(tmp_path: Path, prepared_digits: Path) -> None:
-    """A learning rate AdamW refuses fails inside every candidate's training."""
+    """A scheduler that does not take what nasflow hands it (StepLR has no T_max) fails
+    inside every candidate's training."""
     prepared = prepared_digits
     done = launch.run(
-        launch.stage("search", "estimator.optimizer.lr=-1", "tracking=none",
+        launch.stage("search", "estimator.scheduler._target_=torch.optim.lr_scheduler.StepLR",
+         "+estimator.scheduler.step_size=1", "tracking=none",
          "search.max_consecutive_failures=3", f"paths.prepared={prepared}",
          f"paths.search={tmp_path / 'search'}", f"paths.checkpoints={tmp_path / 'ck'}"),
     )  # fmt: skip
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: the last 3 candidates failed, the last with ValueError")
+    assert last.startswith("error: the last 3 candidates failed, the last with TypeError")
     assert "failures.log" in last and "Traceback" not in done.stderr
     assert (tmp_path / "search" / "failures.log").read_text().count("--- candidate") == 3

@@ -244,3 +244,46 @@ def test_the_entry_points_say_it_in_one_line(
     result = run_stage(stage, override, "tracking=none", *paths)
     assert_one_line_error(result, expected)
     assert not any(tmp_path.iterdir()), "nothing is written before the settings are checked"
+
+
+@pytest.mark.parametrize(
+    ("stage", "overrides", "expected"),
+    [
+        (
+            "search",
+            ["estimator.optimizer.lr=-1"],
+            "estimator.optimizer (torch.optim.AdamW) refuses its settings: "
+            "Invalid learning rate: -1",
+        ),
+        (
+            "search",
+            ["estimator=prefilter_sh", "estimator.then.then.optimizer.weight_decay=-1"],
+            "estimator.then.then.optimizer (torch.optim.AdamW) refuses its settings: "
+            "Invalid weight_decay value: -1",
+        ),
+        (
+            "retrain",
+            ["retrain.optimizer.lr=-1"],
+            "retrain.optimizer (torch.optim.AdamW) refuses its settings: Invalid learning rate: -1",
+        ),
+        (
+            "retrain",
+            ["trainer.precision=banana"],
+            "trainer (pytorch_lightning.Trainer) refuses its settings: "
+            "Precision 'banana' is invalid. Allowed precision values: (",
+        ),
+    ],
+)
+def test_optimizer_and_trainer_settings_are_checked_by_their_library_before_any_work(
+    stage: str, overrides: list[str], expected: str, tmp_path: Path
+) -> None:
+    """An optimizer's settings are torch's, the Trainer's Lightning's: each library checks
+    its own, once, at stage start."""
+    from nasflow.stages import retrain, search
+
+    paths = [f"paths.{p}={tmp_path / p}" for p in ("search", "checkpoints", "retrain")]
+    cfg = compose_config([*overrides, "tracking=none", *paths])
+    with pytest.raises(NasflowError) as error:
+        {"search": search, "retrain": retrain}[stage].run(cfg)
+    assert str(error.value).startswith(expected) and "\n" not in str(error.value)
+    assert not any(tmp_path.iterdir()), "nothing is written before the settings are checked"

@@ -20,6 +20,7 @@ from nasflow.outputs import OutputSet, sha256_file
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.tracking import OWNER_TAG, Tracker, git_commit
 from nasflow.training import InMemoryData, InMemoryDataModule, fit
+from nasflow.training.checks import check_optimizers, check_trainer
 
 log = logging.getLogger("nasflow.retrain")
 
@@ -51,6 +52,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     epochs = check_int("retrain.epochs", cfg.retrain.epochs)
     batch_size = check_int("retrain.batch_size", cfg.retrain.batch_size)
+    check_optimizers(cfg.retrain, "retrain")
+    check_trainer(cfg.trainer)
     outputs = OutputSet(cfg.paths.retrain, "paths.retrain", last="model.json")
     lock = ProcessLock(outputs.folder / LOCK_NAME, f"the retrain outputs {outputs.folder}")
     tracker: Tracker = instantiate(cfg.tracking)  # checks the store

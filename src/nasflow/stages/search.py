@@ -21,6 +21,7 @@ from nasflow.outputs import OutputSet, check_writable
 from nasflow.searching import SearchContext, Searcher, SearchOutcome
 from nasflow.tracking import OWNER_TAG, Tracker, TrackingError, git_commit
 from nasflow.training import InMemoryData
+from nasflow.training.checks import check_optimizers, check_trainer
 
 log = logging.getLogger("nasflow.search")
 
@@ -42,6 +43,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.search.max_cost,
         check_optional_int("search.max_consecutive_failures", cfg.search.max_consecutive_failures),
     )
+    # Torch and Lightning check their settings when they build an optimizer or a Trainer:
+    # here once, before any work, not in every candidate.
+    check_optimizers(cfg.estimator, "estimator")
+    check_optimizers(cfg.strategy, "strategy")
+    check_trainer(cfg.trainer)
     outputs = OutputSet(cfg.paths.search, "paths.search", last="best_architecture.json")
     check_writable(cfg.paths.checkpoints, "paths.checkpoints")
     tracker: Tracker = instantiate(cfg.tracking)  # checks the store
