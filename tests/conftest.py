@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -28,6 +30,15 @@ def compose_config(overrides: list[str] = ()) -> DictConfig:  # type: ignore[ass
     register_configs()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread while the test runs: what the recorded one-shot runs used."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

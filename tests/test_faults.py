@@ -482,10 +482,9 @@ def test_a_tracking_store_that_fails_mid_search_costs_no_candidate(
     assert [r.info.status for r in every if "mlflow.parentRunId" not in r.data.tags] == ["FINISHED"]
 
 
-def test_a_full_disk_keeps_the_previous_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    checkpoint = Checkpoint(tmp_path, "full")
+def checkpointed_search(folder: Path, name: str) -> Checkpoint:
+    """The checkpoint a finished 3-candidate search on the NB201 table leaves in `folder`."""
+    checkpoint = Checkpoint(folder, name)
     run_search(
         RandomSearch(SPACE, 3, seed=0),
         NB201TableEstimator(SPACE),
@@ -493,6 +492,13 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
         0,
         checkpoint=checkpoint,
     )
+    return checkpoint
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = checkpointed_search(tmp_path, "full")
     before = checkpoint.path.read_bytes()
     real_save = torch.save
 
@@ -519,14 +525,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
 
 
 def test_a_corrupt_checkpoint_names_the_file_and_the_way_out(tmp_path: Path) -> None:
-    checkpoint = Checkpoint(tmp_path, "cut")
-    run_search(
-        RandomSearch(SPACE, 3, seed=0),
-        NB201TableEstimator(SPACE),
-        LocalExecutor(),
-        0,
-        checkpoint=checkpoint,
-    )
+    checkpoint = checkpointed_search(tmp_path, "cut")
     data = checkpoint.path.read_bytes()
     checkpoint.path.write_bytes(data[: len(data) // 2])
     with pytest.raises(NasflowError) as error:

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +37,12 @@ from tests.oneshot_runs import (
     without_seconds,
 )
 
+# The recorded one-shot runs used one torch thread; so do these.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class Killed(Exception):
     """Stands for the process dying after an epoch."""
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def stop_at(epoch: int, seen: list[int]) -> Any:

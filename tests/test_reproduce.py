@@ -22,15 +22,16 @@ working tree alike, about 10 s for all five.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from functools import partial
 
 import pytest
-import torch
 
 from nasflow.oneshot.strategy import OneShotResult
 from nasflow.tracking.base import Tracker
 from tests.oneshot_runs import TRAINER, one_shot_options, tiny_data, tiny_strategy
+
+# The recorded one-shot runs used one torch thread; so do these.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Option -> the cell derived after each epoch, then the search's result; a cell as its six
 # edges' ops in NB201's order (|e0|+|e1|e2|+|e3|e4|e5|).
@@ -69,14 +70,6 @@ EXPECTED: dict[str, list[str]] = {
         "nor_conv_3x3 skip_connect avg_pool_3x3 skip_connect nor_conv_1x1 none",
     ],
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def edges(description: str) -> str:
