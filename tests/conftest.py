@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,3 +89,74 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     start and end on short tests, instead of one worker starting `dvc repro` (the
     longest) while the other has nothing left."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# One Ray instance for the whole test session, whichever test worker asks first: started
+# with `ray start --head --block` (which stops its processes when it is stopped), its
+# address and PID kept beside the workers' temporary folders, stopped when the session
+# ends. Tests join it with executor.address, as a user joins a cluster.
+RAY_CPUS = 2
+# The test cluster listens on 127.0.0.1 only; its drivers (test processes and the stages
+# they start) join it without Ray's token authentication.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from filelock import FileLock
+
+    shared = _session_folder(tmp_path_factory)
+    with FileLock(str(shared / "ray.lock")):
+        known = shared / "ray.address"
+        if known.exists():
+            return known.read_text()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        ray = Path(sys.executable).with_name("ray")
+        head = subprocess.Popen(
+            [str(ray), "start", "--head", "--block", f"--port={port}",
+             "--node-ip-address=127.0.0.1", f"--num-cpus={RAY_CPUS}", "--num-gpus=0",
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={shared / 'ray'}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        (shared / "ray.pid").write_text(str(head.pid))
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        known.write_text(address)
+        return address
+
+
+def _session_folder(factory: pytest.TempPathFactory) -> Path:
+    """The temporary folder of the whole session: a test worker's is inside it."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the session's Ray instance, from the process that ran the session (not a test
+    worker: another may still be using it)."""
+    import signal
+
+    if hasattr(session.config, "workerinput"):
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    pid_file = factory.getbasetemp() / "ray.pid"
+    if pid_file.exists():
+        # The whole process group: `ray start --block` and every Ray process it started
+        # (it takes its time over SIGTERM, and a test cluster has nothing to keep).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        pid_file.unlink()

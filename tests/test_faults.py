@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from nasflow.executors import Executor, LocalExecutor
 from nasflow.interrupts import Interrupted
 from nasflow.locks import LOCK_NAME, ProcessLock
 from nasflow.loop import Checkpoint, Stopping, run_search
-from nasflow.records import EvaluateFn, Evaluation, Task
+from nasflow.records import Evaluation, Task
 from nasflow.search_spaces import NB201Space
 from nasflow.search_strategies.random import RandomSearch
 from nasflow.tracking import OWNER_TAG, TrackingError
@@ -223,6 +223,25 @@ def test_an_interrupt_inside_training_says_what_was_kept_and_the_run_is_killed(
 
 
 @pytest.mark.slow
+def pause_outside_writes(process: launch.Started, database: Path) -> None:
+    """SIGSTOP `process` at a moment it is not writing to the SQLite `database` (a
+    search records each epoch as it trains): paused inside a write, it would hold the
+    store's lock for as long as it is paused."""
+    import sqlite3
+
+    for _ in range(100):
+        process.send_signal(signal.SIGSTOP)
+        try:
+            with sqlite3.connect(database, timeout=0) as connection:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.rollback()
+            return
+        except sqlite3.OperationalError:  # locked: let it finish the write
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+    raise AssertionError(f"{database} stayed locked")
+
+
 def test_one_search_one_process_and_a_kill_9_costs_only_the_candidate_in_flight(
     tmp_path: Path, prepared_digits: Path
 ) -> None:
@@ -234,7 +253,7 @@ def test_one_search_one_process_and_a_kill_9_costs_only_the_candidate_in_flight(
     wait_for_checkpoint(tmp_path / "checkpoints", first)  # saved as the search starts
     # Paused while the second tries (it holds its lock all the same): however slow the
     # second's start, the first cannot finish meanwhile.
-    first.send_signal(signal.SIGSTOP)
+    pause_outside_writes(first, tmp_path / "mlflow.db")
     second = launch.run(command, timeout=120)
     assert_one_line_error(second, f"in use by another process (PID {first.pid}")
     first.send_signal(signal.SIGKILL)
@@ -286,19 +305,19 @@ def untimed(candidate: Any) -> dict[str, Any]:
     return record
 
 
-class Interrupting(Executor):
+class Interrupting(LocalExecutor):
     """Runs tasks in this process and raises `Interrupted` once `after` have finished."""
 
     def __init__(self, after: int) -> None:
+        super().__init__()
         self.after = after
         self.finished = 0
 
-    def run(self, evaluate: EvaluateFn, tasks: Sequence[Task]) -> Iterator[tuple[Task, Evaluation]]:
-        for task in tasks:
-            if self.finished == self.after:
-                raise Interrupted(signal.SIGINT)
-            self.finished += 1
-            yield task, evaluate(task)
+    def wait(self) -> list[tuple[Task, Evaluation]]:
+        if self.finished == self.after:
+            raise Interrupted(signal.SIGINT)
+        self.finished += 1
+        return super().wait()
 
 
 class Counting(NB201TableEstimator):

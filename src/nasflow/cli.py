@@ -36,6 +36,18 @@ def configure_logging() -> None:
         handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
     root.setLevel(logging.WARNING)
     logging.getLogger("nasflow").setLevel(logging.INFO)
+    quiet_libraries()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
+    matplotlib.use("Agg")  # diagrams and plots are files; no display is needed
+    # MLflow's HTTP client retries an unreachable server for minutes by default (7 tries,
+    # backoff 2: about 250 s) before it says anything; a search should hear within
+    # seconds. Settings the user made win.
+    for key, value in _MLFLOW_SETTINGS.items():
+        os.environ.setdefault(key, value)
+
+
+def quiet_libraries() -> None:
+    """What a process that trains candidates silences (an entry point, or a Ray worker)."""
     # Candidates are trained by the dozen: Lightning's start-up lines for each would bury
     # the search's own progress; a new SQLite MLflow store logs its migrations at INFO.
     for name in ("pytorch_lightning", "lightning_fabric", "lightning", "alembic", "mlflow"):
@@ -44,13 +56,6 @@ def configure_logging() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # Lightning 2.6 still touches torch's deprecated pytree LeafSpec; nothing to act on.
     warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*", category=FutureWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
-    matplotlib.use("Agg")  # diagrams and plots are files; no display is needed
-    # MLflow's HTTP client retries an unreachable server for minutes by default (7 tries,
-    # backoff 2: about 250 s) before it says anything; a search should hear within
-    # seconds. Settings the user made win.
-    for key, value in _MLFLOW_SETTINGS.items():
-        os.environ.setdefault(key, value)
 
 
 #: Bounded MLflow HTTP retries and timeouts (about 7 s of retries, 30 s per request), and

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,11 @@ class Candidate:
     strategy_metrics: dict[str, float] = field(default_factory=dict)  # after its `tell`
     cost: float = 0.0  # training epochs the search has spent so far, this one included
     proposals: int = 0  # architectures the strategy has proposed so far (filtered included)
+    proposal: int = -1  # which proposal it was, from 0 (its seed derives from it)
+
+    def __post_init__(self) -> None:
+        if self.proposal < 0:
+            self.proposal = self.iteration
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +62,7 @@ class Candidate:
             "strategy_metrics": self.strategy_metrics,
             "total_cost": self.cost,
             "proposals": self.proposals,
+            "proposal": self.proposal,
         }
 
     @classmethod
@@ -73,6 +78,7 @@ class Candidate:
             strategy_metrics=data.get("strategy_metrics", {}),
             cost=data.get("total_cost", 0.0),
             proposals=data.get("proposals", data["iteration"] + 1),
+            proposal=data.get("proposal", data["iteration"]),
         )
 
 
@@ -135,24 +141,28 @@ class Stopping:
 
 class Checkpoint:
     """An in-progress search on disk: the strategy's and the estimator's state, the count
-    of proposals and the finished candidates as of the start of the current round, and
-    every evaluation the round has finished since.
+    of proposals, the finished candidates, and what is under way: the jobs in flight (an
+    asynchronous search) or the evaluations the current round has finished (a search in
+    rounds).
 
-    Saved (atomically: written aside, then renamed) when the search starts and after every
-    evaluation, and removed when the search completes. A resumed search restores the
-    round's start, asks the same proposals again and replays the evaluations the round
-    had finished, so a kill costs at most the trainings in flight, even inside a round of
-    successive halving. `fingerprint` names what the search is (its configuration), so a
-    different search never resumes from it.
+    Saved atomically (written aside, then renamed) whenever any of it changes, and removed
+    when the search completes. An asynchronous search is saved after every proposal and
+    every finished job, so a resumed one submits the jobs that were in flight again, with
+    their own seeds, and asks nothing twice. A search in rounds is saved between rounds
+    and after every evaluation within one: a resumed search restores the round's start,
+    asks the same proposals again and replays the evaluations the round had finished, so
+    a kill costs at most the trainings in flight, even inside a round of successive
+    halving. `fingerprint` names what the search is (its configuration), so a different
+    search never resumes from it.
     """
 
     #: Bumped when the file's layout changes: an older file is refused, not misread.
-    FORMAT = 2
+    FORMAT = 3
 
     def __init__(self, folder: str | Path, fingerprint: str) -> None:
         self.path = Path(folder) / f"search-{fingerprint}.pt"
         self.meta: dict[str, Any] = {}  # saved alongside, e.g. the tracking run to reopen
-        self._start: dict[str, Any] = {}  # the round's start, frozen
+        self._start: dict[str, Any] = {}  # the search as of the last `save`, frozen
         self.round: dict[str, dict[str, Any]] = {}  # the round's finished evaluations
 
     def save(
@@ -162,15 +172,21 @@ class Checkpoint:
         estimator: Estimator | None = None,
         proposals: int | None = None,
         done: dict[str, dict[str, Any]] | None = None,
+        in_flight: Sequence[Task] = (),
+        notified: int | None = None,
     ) -> None:
-        """Save the search as it stands between rounds: the next round starts here, with
-        `done` (a resumed round's finished evaluations) already finished."""
+        """Save the search as it stands: between rounds (the next round starts here, with
+        `done`, a resumed round's finished evaluations, already finished), or, for an
+        asynchronous search, with the jobs `in_flight`, and how many of the candidates
+        were `notified` (passed to the loop's `on_candidate`; None: all)."""
         self._start = {
-            # Pickled now: the strategy's and estimator's objects change during the round.
+            # Pickled now: the strategy's and estimator's objects change afterwards.
             "strategy": pickle.dumps(strategy.state_dict()),
             "estimator": pickle.dumps(estimator.state_dict() if estimator is not None else {}),
             "proposals": len(history) if proposals is None else proposals,
             "history": [c.to_json() for c in history],
+            "in_flight": [_task_json(task) for task in in_flight],
+            "notified": len(history) if notified is None else notified,
         }
         self.round = dict(done or {})
         self._write()
@@ -218,6 +234,21 @@ class Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
+def _task_json(task: Task) -> dict[str, Any]:
+    return {
+        "iteration": task.iteration,
+        "architecture": task.arch.to_json(),
+        "seed": task.seed,
+        "fidelity": task.fidelity,
+    }
+
+
+def _task_from_json(data: dict[str, Any], space: SearchSpace) -> Task:
+    return Task(
+        data["iteration"], space.from_json(data["architecture"]), data["seed"], data["fidelity"]
+    )
+
+
 def _task_key(evaluate: EvaluateFn, task: Task) -> str:
     """What identifies an evaluation within a round: the proposal, its fidelity and what
     evaluates it (a pre-filter's proxy and the training after it are two evaluations)."""
@@ -228,28 +259,152 @@ def _task_key(evaluate: EvaluateFn, task: Task) -> str:
     return f"{name}:{task.iteration}@{task.fidelity}"
 
 
-class _Recorded(Executor):
-    """The executor of a round, as the checkpoint sees it: each evaluation is recorded as
-    it finishes, and one that a resumed round had already finished is handed back at once
-    instead of being run again (only for the same architecture: anything else means the
-    strategy did not propose what it did before, and the task runs)."""
+class _Round(Executor):
+    """The executor of a round, as the checkpoint and the tracker see it: each evaluation
+    is recorded as it finishes, one that a resumed round had already finished is handed
+    back at once instead of being run again (only for the same architecture: anything
+    else means the strategy did not propose what it did before, and the task runs), and
+    its epochs go to the loop's `on_epoch`."""
 
-    def __init__(self, inner: Executor, checkpoint: Checkpoint) -> None:
+    def __init__(self, inner: Executor, checkpoint: Checkpoint | None) -> None:
+        super().__init__()
         self.inner = inner
         self.checkpoint = checkpoint
         self.slots = inner.slots
+        self._keys: dict[tuple[int, float | None], str] = {}
 
-    def run(self, evaluate: EvaluateFn, tasks: Sequence[Task]) -> Iterator[tuple[Task, Evaluation]]:
-        todo = []
-        for task in tasks:
-            done = self.checkpoint.round.get(_task_key(evaluate, task))
-            if done is not None and done["arch_id"] == task.arch.id:
-                yield task, Evaluation.from_json(done["evaluation"])
-            else:
-                todo.append(task)
-        for task, evaluation in self.inner.run(evaluate, todo):
-            self.checkpoint.record(_task_key(evaluate, task), task, evaluation)
-            yield task, evaluation
+    def submit(self, evaluate: EvaluateFn, task: Task) -> None:
+        self._keys[(task.iteration, task.fidelity)] = _task_key(evaluate, task)
+        self.inner.submit(evaluate, task)
+
+    def wait(self) -> list[tuple[Task, Evaluation]]:
+        finished = self.inner.wait()
+        if self.checkpoint is not None:
+            for task, evaluation in finished:
+                key = self._keys.pop((task.iteration, task.fidelity))
+                self.checkpoint.record(key, task, evaluation)
+        return finished
+
+    def in_flight(self) -> int:
+        return self.inner.in_flight()
+
+    def clock(self) -> float:
+        return self.inner.clock()
+
+    def known(self, evaluate: EvaluateFn, task: Task) -> Evaluation | None:
+        done = self.checkpoint.round.get(_task_key(evaluate, task)) if self.checkpoint else None
+        if done is not None and done["arch_id"] == task.arch.id:
+            return Evaluation.from_json(done["evaluation"])
+        return None
+
+
+class _Search:
+    """What a running search knows, whichever way it runs: the finished candidates, the
+    proposals so far, the best score, the cost and the clock."""
+
+    def __init__(
+        self,
+        strategy: SearchStrategy,
+        estimator: Estimator,
+        executor: Executor,
+        seed: int,
+        stopping: Stopping,
+        checkpoint: Checkpoint | None,
+        resumed: dict[str, Any] | None,
+        on_candidate: Callable[[Candidate], None],
+        failure_log: Path | None,
+    ) -> None:
+        self.strategy = strategy
+        self.estimator = estimator
+        self.executor = executor
+        self.seed = seed
+        self.stopping = stopping
+        self.checkpoint = checkpoint
+        self.on_candidate = on_candidate
+        self.failure_log = failure_log
+        self.history: list[Candidate] = []
+        self.proposed = 0
+        self.notified = 0  # candidates passed to `on_candidate`
+        elapsed_before = 0.0
+        if resumed is not None:
+            strategy.load_state_dict(resumed["strategy"])
+            estimator.load_state_dict(resumed.get("estimator", {}))
+            self.history = [Candidate.from_json(c, strategy.space) for c in resumed["history"]]
+            self.proposed = resumed.get("proposals", len(self.history))
+            self.notified = resumed.get("notified", len(self.history))
+            elapsed_before = self.history[-1].elapsed if self.history else 0.0
+        # What "candidate i of N" counts to: the budget, or the whole space if smaller.
+        self.planned = min(strategy.budget, strategy.space.size())
+        self.best = self.history[-1].best_score if self.history else None
+        self.cost = self.history[-1].cost if self.history else 0.0
+        self._clock_offset = elapsed_before - executor.clock()
+        self.running: set[int] = set()  # the proposals in flight (asynchronous searches)
+
+    def elapsed(self) -> float:
+        """Seconds since the search started, resumed searches included (the executor's
+        clock: simulated time in a simulation)."""
+        return self._clock_offset + self.executor.clock()
+
+    def stop_reason(self) -> str | None:
+        return self.stopping.reason(self.history, self.elapsed())
+
+    def propose(self) -> Task | None:
+        """A new task from the strategy, or None when it has nothing left."""
+        arch = self.strategy.ask()
+        if arch is None:
+            return None
+        task = Task(self.proposed, arch, candidate_seed(self.seed, self.proposed))
+        self.proposed += 1
+        return task
+
+    def finish(self, task: Task, evaluation: Evaluation) -> None:
+        """Tell the strategy an evaluation that ends a proposal; record it as a candidate
+        unless it was filtered."""
+        if evaluation.status == "filtered":
+            self.strategy.discard(task.arch)
+            return
+        self.strategy.tell(task.arch, evaluation)
+        self.cost += evaluation.cost
+        # Only full-fidelity scores compete: a stopped candidate's score is partial.
+        if evaluation.status == "ok" and evaluation.score is not None:
+            self.best = evaluation.score if self.best is None else max(self.best, evaluation.score)
+        candidate = Candidate(
+            len(self.history),
+            task.arch,
+            task.seed,
+            evaluation,
+            self.best,
+            self.elapsed(),
+            self.strategy.metrics(),
+            self.cost,
+            self.proposed,
+            task.iteration,
+        )
+        self.history.append(candidate)
+        _report(candidate, self.planned)
+        if evaluation.status == "failed" and self.failure_log is not None:
+            _log_failure(self.failure_log, candidate)
+
+    def notify(self) -> None:
+        """Pass every candidate not yet passed to `on_candidate` (tracking), in order; one
+        that raised (a tracking store that failed) is passed again after a resume."""
+        while self.notified < len(self.history):
+            self.on_candidate(self.history[self.notified])
+            self.notified += 1
+
+    def save(
+        self, done: dict[str, dict[str, Any]] | None = None, in_flight: Sequence[Task] = ()
+    ) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.save(
+                self.strategy,
+                self.history,
+                self.estimator,
+                self.proposed,
+                done,
+                in_flight,
+                self.notified,
+            )
 
 
 def run_search(
@@ -262,16 +417,30 @@ def run_search(
     checkpoint: Checkpoint | None = None,
     resumed: dict[str, Any] | None = None,
     failure_log: Path | None = None,
+    on_start: Callable[[Task], None] = lambda _: None,
+    on_epoch: Callable[[Task, dict[str, Any]], None] = lambda task, record: None,
 ) -> list[Candidate]:
     """Run the search until the budget is spent, a stopping rule fires or the strategy has
     nothing left to ask.
 
-    The search goes in rounds: the estimator says how many evaluations the next round
-    makes (`Estimator.round_size`) and how many proposals that takes
-    (`Estimator.proposals`); the loop asks the strategy for them and hands them to the
-    estimator's `run`, which evaluates them through the executor. Every proposal comes
-    back: evaluated ones are told to the strategy and become candidates (the budget counts
-    them); filtered ones are discarded (`SearchStrategy.discard`).
+    An estimator that evaluates candidates one by one (`Estimator.asynchronous`) runs
+    asynchronously: up to `executor.slots` candidates are in flight, and whenever one
+    finishes it is told to the strategy and a new one is asked for, without waiting for
+    the others. A candidate may take several jobs in a row (the rungs of ASHA); the
+    estimator says which (`Estimator.start`, `Estimator.advance`). With one slot this is
+    ask, evaluate, tell, one candidate after another.
+
+    An estimator that needs a whole round (successive halving, a pre-filter) runs in
+    rounds: it says how many evaluations the next round makes (`Estimator.round_size`)
+    and how many proposals that takes (`Estimator.proposals`); the loop asks the strategy
+    for them and hands them to the estimator's `run`, which evaluates them through the
+    executor. Every proposal comes back: evaluated ones are told to the strategy and
+    become candidates (the budget counts them); filtered ones are discarded
+    (`SearchStrategy.discard`).
+
+    Each proposal's seed derives from the search seed and its index alone
+    (`candidate_seed`), so how many run at once changes what the strategy has learnt when
+    it proposes, never how a proposal trains.
 
     Args:
         strategy: Proposes architectures and learns from their evaluations.
@@ -280,84 +449,127 @@ def run_search(
         seed: The search seed, from which each proposal's seed is derived.
         on_candidate: Called with every finished candidate (tracking).
         stopping: Time limit, cost limit and convergence rule.
-        checkpoint: Where to save the search after each round; None: nowhere.
+        checkpoint: Where to save the search as it goes; None: nowhere.
         resumed: A state `checkpoint.load()` returned, to continue from. Its candidates are
-            not evaluated again, nor passed to `on_candidate` again.
+            not evaluated again, nor passed to `on_candidate` again (but those that an
+            `on_candidate` raising left unpassed, e.g. a tracking store that failed).
         failure_log: Where the traceback of every failed candidate is appended; None:
             nowhere.
+        on_start: Called when an asynchronous search submits a candidate's first job
+            (again, for one that was in flight when a resumed search was interrupted).
+        on_epoch: Called with a running job and each epoch it reports as it trains.
 
     Returns:
         Every candidate in the order it finished, those of a resumed run first.
     """
-    history: list[Candidate] = []
-    elapsed_before = 0.0
-    proposed = 0
-    replay: dict[str, dict[str, Any]] = {}
+    search = _Search(
+        strategy,
+        estimator,
+        executor,
+        seed,
+        stopping,
+        checkpoint,
+        resumed,
+        on_candidate,
+        failure_log,
+    )
+    full = getattr(estimator, "epochs", None)
+
+    def epoch(task: Task, record: dict[str, Any]) -> None:
+        _report_epoch(task, record, full, search)
+        on_epoch(task, record)
+
+    executor.on_epoch = epoch
     if resumed is not None:
-        strategy.load_state_dict(resumed["strategy"])
-        estimator.load_state_dict(resumed.get("estimator", {}))
-        history = [Candidate.from_json(c, strategy.space) for c in resumed["history"]]
-        proposed = resumed.get("proposals", len(history))
-        elapsed_before = history[-1].elapsed if history else 0.0
-        replay = resumed.get("round", {})
+        replay, in_flight = resumed.get("round", {}), resumed.get("in_flight", [])
         more = f", and {len(replay)} evaluations of the round in progress" if replay else ""
-        log.info("resuming after %d finished candidates%s", len(history), more)
-    if checkpoint is not None:
-        checkpoint.save(strategy, history, estimator, proposed, done=replay)
-        round_executor: Executor = _Recorded(executor, checkpoint)
+        more += f", with {len(in_flight)} in flight to run again" if in_flight else ""
+        log.info("resuming after %d finished candidates%s", len(search.history), more)
+    if estimator.asynchronous:
+        _asynchronous(search, resumed, on_start)
     else:
-        round_executor = executor
-    # What "candidate i of N" counts to: the budget, or the whole space if that is smaller.
-    planned = min(strategy.budget, strategy.space.size())
-    best = history[-1].best_score if history else None
-    cost = history[-1].cost if history else 0.0
-    start = time.perf_counter() - elapsed_before
-    while len(history) < strategy.budget:
-        if reason := stopping.reason(history, time.perf_counter() - start):
-            log.info("stopping after %d candidates: %s", len(history), reason)
+        _rounds(search, resumed)
+    return search.history
+
+
+def _asynchronous(
+    search: _Search, resumed: dict[str, Any] | None, on_start: Callable[[Task], None]
+) -> None:
+    """Keep the executor's slots busy: ask whenever one frees, tell as each finishes."""
+    estimator, executor, strategy = search.estimator, search.executor, search.strategy
+    # The job each candidate in flight is on (without its per-submission additions).
+    in_flight: dict[int, Task] = {}
+
+    def submit(job: Task) -> None:
+        in_flight[job.iteration] = job
+        search.running.add(job.iteration)
+        executor.submit(estimator.evaluate_task, estimator.job(job))
+
+    for data in (resumed or {}).get("in_flight", []):
+        job = _task_from_json(data, strategy.space)
+        on_start(job)
+        submit(job)
+    search.save(in_flight=list(in_flight.values()))
+    search.notify()  # what an interrupted search finished but could not track
+    asking = True
+    while True:
+        while asking and executor.in_flight() < executor.slots:
+            if len(search.history) + len(in_flight) >= strategy.budget:
+                asking = False
+            elif reason := search.stop_reason():
+                log.info("stopping after %d candidates: %s", len(search.history), reason)
+                asking = False
+            elif (task := search.propose()) is None:
+                log.info("the strategy has no architectures left to propose")
+                asking = False
+            else:
+                on_start(task)
+                submit(estimator.start(task))
+                # The strategy has changed by its ask: saved now, with the job it made.
+                search.save(in_flight=list(in_flight.values()))
+        if not executor.in_flight():
+            return
+        for job, evaluation in executor.wait():
+            result = estimator.advance(job, evaluation)
+            if isinstance(result, Task):
+                submit(result)
+            else:
+                del in_flight[job.iteration]
+                search.running.discard(job.iteration)
+                search.finish(job, result)
+            # Saved before the tracker hears of it: a store that fails then costs nothing.
+            search.save(in_flight=list(in_flight.values()))
+            search.notify()
+            search.stopping.check_failures(search.history, search.failure_log)
+
+
+def _rounds(search: _Search, resumed: dict[str, Any] | None) -> None:
+    """Ask a round of proposals, have the estimator run them, tell; round after round."""
+    estimator, strategy = search.estimator, search.strategy
+    replay = (resumed or {}).get("round", {})
+    search.save(done=replay)
+    executor = _Round(search.executor, search.checkpoint)
+    while len(search.history) < strategy.budget:
+        if reason := search.stop_reason():
+            log.info("stopping after %d candidates: %s", len(search.history), reason)
             break
-        wanted = estimator.round_size(strategy.budget - len(history), round_executor.slots)
+        wanted = estimator.round_size(strategy.budget - len(search.history), executor.slots)
         tasks = []
         for _ in range(estimator.proposals(wanted)):
-            arch = strategy.ask()
-            if arch is None:
+            task = search.propose()
+            if task is None:
                 break
-            tasks.append(Task(proposed, arch, candidate_seed(seed, proposed)))
-            proposed += 1
+            tasks.append(task)
         if not tasks:
             log.info("the strategy has no architectures left to propose")
             break
-        for task, evaluation in estimator.run(tasks, round_executor):
-            if evaluation.status == "filtered":
-                strategy.discard(task.arch)
-                continue
-            strategy.tell(task.arch, evaluation)
-            cost += evaluation.cost
-            # Only full-fidelity scores compete: a stopped candidate's score is partial.
-            if evaluation.status == "ok" and evaluation.score is not None:
-                best = evaluation.score if best is None else max(best, evaluation.score)
-            candidate = Candidate(
-                len(history),
-                task.arch,
-                task.seed,
-                evaluation,
-                best,
-                time.perf_counter() - start,
-                strategy.metrics(),
-                cost,
-                proposed,
-            )
-            history.append(candidate)
-            _report(candidate, planned)
-            if evaluation.status == "failed" and failure_log is not None:
-                _log_failure(failure_log, candidate)
-            on_candidate(candidate)
+        for task, evaluation in estimator.run(tasks, executor):
+            search.finish(task, evaluation)
+            search.notify()  # the round's checkpoint has its evaluation already
         # The strategy's state is saved between rounds only (a proposal asked but not yet
         # told would otherwise be lost); within a round, each finished evaluation is.
-        if checkpoint is not None:
-            checkpoint.save(strategy, history, estimator, proposed)
-        stopping.check_failures(history, failure_log)
-    return history
+        search.save()
+        search.stopping.check_failures(search.history, search.failure_log)
 
 
 def _log_failure(log: Path, candidate: Candidate) -> None:
@@ -371,6 +583,27 @@ def _log_failure(log: Path, candidate: Candidate) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as file:
         file.write(f"{entry}{evaluation.traceback or ''}\n")
+
+
+def _report_epoch(task: Task, record: dict[str, Any], full: int | None, search: _Search) -> None:
+    """One line per finished epoch of a running candidate, so that a long one is never
+    silent: its metrics, the candidates in flight and the best so far."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    epochs = full if task.fidelity is None else round(task.fidelity)
+    of = f"/{epochs}" if epochs else ""
+    metrics = "  ".join(f"{key} {value:.4f}" for key, value in record.items() if key != "epoch")
+    running = " ".join(f"#{i + 1}" for i in sorted(search.running))
+    best = f"{search.best:.4f}" if search.best is not None else "-"
+    log.info(
+        "  #%d epoch %d%s  %s  (in flight: %s; best %s)",
+        task.iteration + 1,
+        int(record.get("epoch", 0)) + 1,
+        of,
+        metrics,
+        running or f"#{task.iteration + 1}",
+        best,
+    )
 
 
 def _report(candidate: Candidate, planned: int) -> None:
@@ -387,10 +620,12 @@ def _report(candidate: Candidate, planned: int) -> None:
     else:
         outcome = f"FAILED ({evaluation.error})"
     best = f"{candidate.best_score:.4f}" if candidate.best_score is not None else "-"
+    which = f" (#{candidate.proposal + 1})" if candidate.proposal != candidate.iteration else ""
     log.info(
-        "candidate %d/%d  %s  best %s  %.1fs  %s",
+        "candidate %d/%d%s  %s  best %s  %.1fs  %s",
         candidate.iteration + 1,
         planned,
+        which,
         outcome,
         best,
         evaluation.seconds,
@@ -410,17 +645,21 @@ def discrete_search(strategy: SearchStrategy, context: SearchContext) -> SearchO
         strategy.budget,
         context.data.info.name,
     )
-    history = run_search(
-        strategy,
-        context.estimator(),
-        context.executor(),
-        context.seed,
-        lambda candidate: context.tracker.log_candidate(candidate, space.graphs(candidate.arch)),
-        context.stopping,
-        context.checkpoint,
-        context.resumed,
-        context.failure_log,
-    )
+    tracker = context.tracker
+    with context.executor() as executor:
+        history = run_search(
+            strategy,
+            context.estimator(),
+            executor,
+            context.seed,
+            lambda candidate: tracker.log_candidate(candidate, space.graphs(candidate.arch)),
+            context.stopping,
+            context.checkpoint,
+            context.resumed,
+            context.failure_log,
+            on_start=tracker.start_candidate,
+            on_epoch=tracker.log_epoch,
+        )
     # Only full-fidelity results compete: a stopped candidate's score is partial.
     ok = [c for c in history if c.evaluation.status == "ok" and c.evaluation.score is not None]
     if not ok:

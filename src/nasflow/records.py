@@ -87,16 +87,26 @@ class StopRule(Protocol):
 @dataclass(frozen=True)
 class Task:
     """One evaluation to run: which proposal of the search (its index), the architecture,
-    its seed and the fidelity (training epochs; None: the estimator's full fidelity)."""
+    its seed and the fidelity (training epochs; None: the estimator's full fidelity).
+
+    `stop` is the learning-curve rule the search process chose for this run of the task
+    (`Estimator.job`), carried with it to wherever it trains; it is not part of what the
+    task is, so it takes no part in comparisons.
+    """
 
     iteration: int
     arch: Architecture
     seed: int
     fidelity: float | None = None
+    stop: StopRule | None = field(default=None, compare=False, repr=False)
 
     def at(self, fidelity: float | None) -> Task:
         """The same candidate at another fidelity (a rung of successive halving)."""
         return Task(self.iteration, self.arch, self.seed, fidelity)
+
+    def with_stop(self, stop: StopRule | None) -> Task:
+        """This task with `stop` as its learning-curve rule."""
+        return Task(self.iteration, self.arch, self.seed, self.fidelity, stop)
 
 
 #: What an executor runs for each task: an estimator's `evaluate_task`, or any function

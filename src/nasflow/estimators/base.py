@@ -30,6 +30,12 @@ class Estimator(Component, ABC):
     #: Whether `evaluate` honours a `StopRule` (it trains epoch by epoch).
     stoppable: bool = False
 
+    #: Whether the search may run this estimator candidate by candidate, starting a new
+    #: one whenever a slot frees (`start`, `job`, `advance`). Estimators that need a whole
+    #: round of proposals at once (successive halving, a pre-filter) set it False and are
+    #: run round by round (`run`).
+    asynchronous: bool = True
+
     @abstractmethod
     def evaluate(
         self,
@@ -52,7 +58,26 @@ class Estimator(Component, ABC):
 
     def evaluate_task(self, task: Task) -> Evaluation:
         """`evaluate` for one task: what an executor runs."""
-        return self.evaluate(task.arch, task.seed, task.fidelity)
+        return self.evaluate(task.arch, task.seed, task.fidelity, task.stop)
+
+    # The asynchronous protocol: a candidate is one or more jobs (tasks) in a row. The
+    # loop calls `start` for a new proposal, `job` before each submission, and `advance`
+    # with each finished job, which answers with the candidate's next job or its final
+    # evaluation. All three run in the search process.
+
+    def start(self, task: Task) -> Task:
+        """The first job of a new proposal (e.g. at the lowest rung of ASHA)."""
+        return task
+
+    def job(self, task: Task) -> Task:
+        """`task` as it is submitted now, with what it needs from the search so far (a
+        learning-curve rule from the curves finished so far)."""
+        return task
+
+    def advance(self, task: Task, evaluation: Evaluation) -> Task | Evaluation:
+        """After `task`, a job of a candidate, finished: the candidate's next job, or its
+        final evaluation."""
+        return evaluation
 
     def run(self, tasks: Sequence[Task], executor: Executor) -> Iterator[tuple[Task, Evaluation]]:
         """Estimate a round of proposals, yielding each with its evaluation as it ends.

@@ -23,6 +23,7 @@ win) but never become the search's best, which only full-fidelity results can.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import statistics
@@ -95,6 +96,9 @@ class SuccessiveHalving(Wrapper):
     """
 
     name = "successive_halving"
+
+    # A rung is ranked once all of its round has finished: run round by round.
+    asynchronous = False
 
     def __init__(
         self,
@@ -213,6 +217,104 @@ class Hyperband(SuccessiveHalving):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.next_bracket = state.get("next_bracket", 0)
+
+
+class ASHA(SuccessiveHalving):
+    """Asynchronous successive halving (Li et al. 2020): promote as soon as a rung has
+    enough results, never waiting for a round.
+
+    Every candidate starts at the lowest rung. When one of its rungs finishes, it goes on
+    to the next rung at once if its result is among the best ceil(n / `eta`) of the n
+    results that rung has had so far (itself included), and otherwise stops there with
+    status "stopped". This is the stopping form of ASHA (as in Ray Tune's and Syne Tune's
+    schedulers): the decision is made when the result comes, so a candidate is finished
+    the moment it stops, its slot goes to the next proposal, and the first candidates,
+    with little to compare against, go on optimistically. The top rung is the wrapped
+    estimator's full fidelity. With one slot the search is deterministic like any other.
+
+    Args: as `SuccessiveHalving`, without `candidates` (there are no brackets).
+    """
+
+    name = "asha"
+
+    asynchronous = True
+
+    def __init__(
+        self,
+        then: Estimator | EstimatorFactory,
+        rungs: Sequence[PositiveFloat],
+        eta: Annotated[float, Gt(1)] = 3,
+        **context: Any,
+    ) -> None:
+        super().__init__(then, rungs, eta, None, **context)
+        # The rank keys of the results each rung has had, and each running candidate's
+        # rungs so far, by proposal.
+        self.results: list[list[tuple[float, float]]] = [[] for _ in self.rungs]
+        self.past: dict[int, list[Evaluation]] = {}
+
+    def evaluate_task(self, task: Task) -> Evaluation:
+        return self.then.evaluate_task(task)
+
+    def start(self, task: Task) -> Task:
+        self.past[task.iteration] = []
+        return task.at(self.rungs[0])
+
+    def job(self, task: Task) -> Task:
+        return self.then.job(task)
+
+    def advance(self, task: Task, evaluation: Evaluation) -> Task | Evaluation:
+        result = self.then.advance(task, evaluation)
+        assert isinstance(result, Evaluation), "ASHA's rungs are single evaluations"
+        past = self.past.setdefault(task.iteration, [])
+        past.append(result)
+        if task.fidelity is None or result.score is None:  # the top rung, or it failed
+            del self.past[task.iteration]
+            return _combine(past, None)
+        level = self.rungs.index(task.fidelity)
+        key = _rank_key(result)
+        earlier = sorted(self.results[level])
+        self.results[level].append(key)
+        place = bisect.bisect_right(earlier, key) + 1  # equal earlier results rank first
+        count = len(self.results[level])
+        keep = max(1, math.ceil(count / self.eta))
+        if place <= keep:
+            ladder: list[float | None] = [*self.rungs, None]
+            return task.at(ladder[level + 1])
+        del self.past[task.iteration]
+        return _combine(
+            past,
+            f"stopped at rung {level + 1} ({task.fidelity:g} epochs): {place} of the {count} "
+            f"results there so far, the best {keep} go on",
+        )
+
+    def run(self, tasks: Sequence[Task], executor: Executor) -> Iterator[tuple[Task, Evaluation]]:
+        """A round of proposals (inside a pre-filter), each promoted as its rungs finish."""
+        todo = list(tasks)
+        while todo or executor.in_flight():
+            while todo and executor.in_flight() < executor.slots:
+                executor.submit(self.evaluate_task, self.job(self.start(todo.pop(0))))
+            for task, evaluation in executor.wait():
+                result = self.advance(task, evaluation)
+                if isinstance(result, Task):
+                    executor.submit(self.evaluate_task, self.job(result))
+                else:
+                    yield task, result
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "results": [list(map(list, rung)) for rung in self.results],
+            "past": {str(i): [e.to_json() for e in rungs] for i, rungs in self.past.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        saved = state.get("results", [[] for _ in self.rungs])
+        self.results = [[(float(a), float(b)) for a, b in rung] for rung in saved]
+        self.past = {
+            int(i): [Evaluation.from_json(e) for e in rungs]
+            for i, rungs in state.get("past", {}).items()
+        }
 
 
 def _rank_key(evaluation: Evaluation) -> tuple[float, float]:
@@ -431,13 +533,25 @@ class CurveStopping(Wrapper):
             arch, seed, fidelity, rule if stop is None else _either(rule, stop)
         )
 
-    def run(self, tasks: Sequence[Task], executor: Executor) -> Iterator[tuple[Task, Evaluation]]:
+    def evaluate_task(self, task: Task) -> Evaluation:
+        # The rule came with the task (`job`): made in the search process from the curves
+        # finished so far, which a worker elsewhere does not have.
+        return self.then.evaluate(task.arch, task.seed, task.fidelity, task.stop)
+
+    def job(self, task: Task) -> Task:
+        return task.with_stop(self.stop_rule(task.fidelity))
+
+    def advance(self, task: Task, evaluation: Evaluation) -> Evaluation:
         # Curves are learnt here, in the search process: `evaluate` may run elsewhere.
-        for task, evaluation in executor.run(self.evaluate_task, tasks):
-            if evaluation.status == "ok" and evaluation.history:
-                curve = [epoch.get("val_acc", math.nan) for epoch in evaluation.history]
-                self.curves.setdefault(_key(task.fidelity), []).append(curve)
-            yield task, evaluation
+        if evaluation.status == "ok" and evaluation.history:
+            curve = [epoch.get("val_acc", math.nan) for epoch in evaluation.history]
+            self.curves.setdefault(_key(task.fidelity), []).append(curve)
+        return evaluation
+
+    def run(self, tasks: Sequence[Task], executor: Executor) -> Iterator[tuple[Task, Evaluation]]:
+        # Each task's rule is made as it is submitted, from every curve finished by then.
+        for task, evaluation in executor.run(self.evaluate_task, map(self.job, tasks)):
+            yield task, self.advance(task, evaluation)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -59,6 +59,9 @@ class ProxyEstimator(Estimator):
 
     name = "proxy"
 
+    # Round by round, so that `run` answers remembered architectures without the executor.
+    asynchronous = False
+
     def __init__(
         self,
         space: SearchSpace,
@@ -339,6 +342,9 @@ class PreFilter(Wrapper):
     """
 
     name = "prefilter"
+
+    # Proposals are ranked against each other: run round by round.
+    asynchronous = False
 
     def __init__(
         self,

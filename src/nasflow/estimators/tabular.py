@@ -40,6 +40,16 @@ SIGNALS: dict[tuple[str, int], tuple[str, str, str | None]] = {
 CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet16": 120}
 FINAL_CHANNELS = 64  # 4C with the benchmark's C = 16
 BENCHMARK_SETTINGS = {"channels": 16, "cells_per_stage": 5}
+# The benchmark network's forward FLOPs per image (torch's counter, a multiply-add is 2)
+# are linear in its cell's ops: every edge maps C channels to C at its stage's resolution,
+# so each conv edge adds the same amount whatever the others are, and pooling, skip and
+# none add nothing the counter counts. Measured on 32x32 CIFAR-10 inputs (the test
+# suite re-measures them): the rest of the network (stem, reduction blocks, classifier)
+# and what one edge of each convolution adds. ImageNet16-120's 16x16 inputs have a
+# quarter of every convolution's FLOPs.
+FLOPS_REST = 15_566_080
+FLOPS_PER_EDGE = {"nor_conv_1x1": 7_864_320, "nor_conv_3x3": 70_778_880}
+RESOLUTION = {"cifar10": 32, "cifar100": 32, "imagenet16": 16}
 
 
 @dataclass(frozen=True)
@@ -157,10 +167,20 @@ class NB201TableEstimator(Estimator):
             score=score,
             metrics=dict(metrics),  # a copy: callers may change theirs
             params=params,
+            flops=cell_flops(arch.edges, self.dataset),
             seconds=time.perf_counter() - start,
             fidelity=float(epochs),
             cost=float(epochs),
         )
+
+
+def cell_flops(edges: tuple[str, ...], dataset: str = "cifar10") -> int:
+    """The forward FLOPs per image of the benchmark network with this cell on `dataset`
+    (what `nasflow.measure.count_flops` counts for the built network)."""
+    classifier = 2 * FINAL_CHANNELS * CLASSES["cifar10"]
+    convolutions = FLOPS_REST - classifier + sum(FLOPS_PER_EDGE.get(op, 0) for op in edges)
+    scale = (RESOLUTION[dataset] / 32) ** 2
+    return round(convolutions * scale) + 2 * FINAL_CHANNELS * CLASSES[dataset]
 
 
 @cache

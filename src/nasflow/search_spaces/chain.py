@@ -145,6 +145,14 @@ class ChainSpace(SearchSpace):
         # Memoised per instance: the grammar asks the same counts for every decision.
         self._count = cache(self._count_uncached)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The memo is rebuilt where the space is unpickled (a Ray worker, say).
+        return {k: v for k, v in self.__dict__.items() if k != "_count"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._count = cache(self._count_uncached)
+
     @classmethod
     def tiny(cls) -> ChainSpace:
         return cls(min_layers=1, max_layers=3, filters=[4, 8], kernel_sizes=[1, 3], dense_units=[8])

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from nasflow.loop import Candidate
+    from nasflow.records import Task
     from nasflow.search_spaces.base import Graph
 
 
@@ -52,6 +53,13 @@ class Tracker(Component):
         """Mark KILLED every run still open that was opened under `owner` (its `OWNER_TAG`),
         but `keep` (a run about to be resumed). The caller holds that lock, so no live
         process has such a run: a process that died (kill -9) left it open."""
+
+    def start_candidate(self, task: Task) -> None:
+        """A candidate has started (its first job is submitted): open its record, so that
+        it shows as running and its epochs can be recorded as they come."""
+
+    def log_epoch(self, task: Task, record: Mapping[str, float]) -> None:
+        """Record one finished epoch of a running candidate (`record` has its "epoch")."""
 
     def log_candidate(self, candidate: Candidate, graphs: Sequence[Graph] = ()) -> None:
         """Record an evaluated candidate under the open search run, with its diagram."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from nasflow.loop import Candidate
+    from nasflow.records import Task
     from nasflow.search_spaces.base import Graph
 
 # MLflow caps a parameter value at 6,000 characters and a batch at 100 parameters.
@@ -83,6 +84,11 @@ class MlflowTracker(Tracker):
         self.run_id: str | None = None
         #: Iterations of the open search run whose candidates are already logged.
         self._logged: set[int] = set()
+        #: Child runs of candidates that started and have not been logged, by proposal;
+        #: after a resume, also those an interrupted process left unfinished.
+        self._open: dict[int, str] = {}
+        #: The last epoch recorded live, by (proposal, fidelity).
+        self._epochs: dict[tuple[int, float | None], int] = {}
 
     @contextmanager
     def run(
@@ -92,18 +98,23 @@ class MlflowTracker(Tracker):
         params: Mapping[str, Any],
         resume_run_id: str | None = None,
     ) -> Iterator[str | None]:
-        self._logged = set()
+        self._logged, self._open, self._epochs = set(), {}, {}
         if resume_run_id is not None and self._exists(resume_run_id):
-            # A resumed search continues its run: candidates and steps carry on. A child
-            # the interrupted process left RUNNING is KILLED; those it finished are not
-            # logged again.
+            # A resumed search continues its run: candidates and steps carry on. Those the
+            # interrupted process finished are not logged again. A child it left RUNNING
+            # is KILLED, unless it is a candidate that was in flight: the resumed search
+            # runs it again, into the same child run.
             self.run_id = resume_run_id
             self.client.update_run(resume_run_id, status="RUNNING")
             for child in self._children(resume_run_id):
+                tags = child.data.tags
+                if "nasflow.iteration" in tags and child.info.status != "RUNNING":
+                    self._logged.add(int(tags["nasflow.iteration"]))
+                    continue
                 if child.info.status == "RUNNING":
                     self.client.set_terminated(child.info.run_id, "KILLED")
-                elif "nasflow.iteration" in child.data.tags:
-                    self._logged.add(int(child.data.tags["nasflow.iteration"]))
+                if "nasflow.proposal" in tags:
+                    self._open[int(tags["nasflow.proposal"])] = child.info.run_id
         else:
             run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
             self.run_id = run.info.run_id
@@ -146,22 +157,42 @@ class MlflowTracker(Tracker):
             )
         )
 
-    def log_candidate(self, candidate: Candidate, graphs: Sequence[Graph] = ()) -> None:
-        assert self.run_id is not None, "log_candidate needs an open search run"
-        if candidate.iteration in self._logged:  # logged before an interruption
+    def start_candidate(self, task: Task) -> None:
+        assert self.run_id is not None, "start_candidate needs an open search run"
+        known = self._open.get(task.iteration)
+        if known is not None:  # left unfinished by an interrupted process: continued
+            self.client.update_run(known, status="RUNNING")
             return
-        evaluation, arch = candidate.evaluation, candidate.arch
-        step, now = candidate.iteration, get_current_time_millis()
+        self._open[task.iteration] = self._create_child(
+            f"candidate-{task.iteration:03d}",
+            task.arch,
+            task.seed,
+            {"nasflow.proposal": str(task.iteration), "nasflow.status": "running"},
+        )
+
+    def log_epoch(self, task: Task, record: Mapping[str, float]) -> None:
+        child = self._open.get(task.iteration)
+        epoch = int(record.get("epoch", 0))
+        key = (task.iteration, task.fidelity)
+        if child is None or epoch <= self._epochs.get(key, -1):
+            return
+        self._epochs[key] = epoch
+        # A rung's epochs restart from 0: named by the rung, so that they do not mix.
+        prefix = "" if task.fidelity is None else f"rung_{task.fidelity:g}ep_"
+        now = get_current_time_millis()
+        metrics = [
+            Metric(f"{prefix}{name}", float(value), now, epoch)
+            for name, value in record.items()
+            if name != "epoch"
+        ]
+        self.client.log_batch(child, metrics=metrics)
+
+    def _create_child(self, name: str, arch: Any, seed: int, tags: Mapping[str, str]) -> str:
+        assert self.run_id is not None
         child = self.client.create_run(
             self.experiment_id,
-            run_name=f"candidate-{step:03d}",
-            tags={
-                "mlflow.parentRunId": self.run_id,
-                "nasflow.iteration": str(step),
-                "nasflow.arch_id": arch.id,
-                "nasflow.status": evaluation.status,
-                **({"nasflow.error": evaluation.error} if evaluation.error else {}),
-            },
+            run_name=name,
+            tags={"mlflow.parentRunId": self.run_id, "nasflow.arch_id": arch.id, **tags},
         ).info.run_id
         self._log_params(
             child,
@@ -169,12 +200,34 @@ class MlflowTracker(Tracker):
                 **flatten(arch.to_json(), "arch"),
                 "arch.id": arch.id,
                 "arch.description": arch.describe(),
-                "seed": candidate.seed,
+                "seed": seed,
             },
         )
+        return child
+
+    def log_candidate(self, candidate: Candidate, graphs: Sequence[Graph] = ()) -> None:
+        assert self.run_id is not None, "log_candidate needs an open search run"
+        if candidate.iteration in self._logged:  # logged before an interruption
+            return
+        evaluation, arch = candidate.evaluation, candidate.arch
+        step, now = candidate.iteration, get_current_time_millis()
+        tags = {
+            "nasflow.iteration": str(step),
+            "nasflow.status": evaluation.status,
+            **({"nasflow.error": evaluation.error} if evaluation.error else {}),
+        }
+        child = self._open.pop(candidate.proposal, None)
+        if child is None:
+            child = self._create_child(f"candidate-{step:03d}", arch, candidate.seed, tags)
+        else:
+            for key, value in tags.items():
+                self.client.set_tag(child, key, value)
+        # Epochs already recorded live are not recorded twice.
+        live = self._epochs.get((candidate.proposal, None), -1)
         metrics = [
             Metric(key, value, now, int(epoch["epoch"]))
             for epoch in evaluation.history
+            if int(epoch["epoch"]) > live
             for key, value in epoch.items()
             if key != "epoch"
         ]

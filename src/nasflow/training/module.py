@@ -13,6 +13,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from nasflow.progress import report_epoch
+
 if TYPE_CHECKING:
     from nasflow.records import StopRule
 
@@ -96,6 +98,7 @@ class ClassifierModule(pl.LightningModule):
         self.log_dict(metrics)
         self.history.append({"epoch": self.current_epoch, **metrics, **self._val_metrics})
         self._val_metrics = {}
+        report_epoch(self.history[-1])  # to the search, wherever this trains
         # Here rather than in a Callback: Lightning calls callbacks' on_train_epoch_end
         # before the module's, when this epoch is not in `history` yet.
         if self.stop is not None and (reason := self.stop(self.history)):
