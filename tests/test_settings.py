@@ -272,6 +272,18 @@ def test_the_entry_points_say_it_in_one_line(
             "trainer (pytorch_lightning.Trainer) refuses its settings: "
             "Precision 'banana' is invalid. Allowed precision values: (",
         ),
+        (
+            "retrain",
+            ["retrain.strategy=dpp"],
+            "trainer with retrain.devices=1 and retrain.strategy=dpp (pytorch_lightning.Trainer) "
+            "refuses its settings: You selected an invalid strategy name: `strategy='dpp'`.",
+        ),
+        (
+            "retrain",
+            ["retrain.devices=0"],
+            "trainer with retrain.devices=0 and retrain.strategy=auto (pytorch_lightning.Trainer) "
+            "refuses its settings: `Trainer(devices=0)` value is not a valid input",
+        ),
     ],
 )
 def test_optimizer_and_trainer_settings_are_checked_by_their_library_before_any_work(

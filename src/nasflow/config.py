@@ -82,6 +82,11 @@ class RetrainConfig:
     # Settings of search_space to change for the retrained network only: a cell found
     # on a small network is retrained stacked larger, e.g. {channels: 36, layers: 20}.
     search_space: dict[str, Any] = field(default_factory=dict)
+    # Lightning's `devices` and `strategy` for the final training alone (a candidate
+    # trains on one device): devices=-1 strategy=ddp trains on all of a machine's GPUs,
+    # one process each; on a machine without GPUs, devices=N runs N CPU processes (gloo).
+    devices: Any = 1
+    strategy: str = "auto"
 
 
 @dataclass

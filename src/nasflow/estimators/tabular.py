@@ -155,7 +155,7 @@ class NB201TableEstimator(Estimator):
             else _lookup(table_columns(self.dataset, self.signal, epochs), CLASSES[self.dataset])
         )
         found = rows.get(arch.edges) if isinstance(arch, NB201Architecture) else None
-        if found is None:
+        if found is None or not isinstance(arch, NB201Architecture):
             return Evaluation(
                 status="failed",
                 seconds=time.perf_counter() - start,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     epochs = check_int("retrain.epochs", cfg.retrain.epochs)
     batch_size = check_int("retrain.batch_size", cfg.retrain.batch_size)
     check_optimizers(cfg.retrain, "retrain")
-    check_trainer(cfg.trainer)
+    devices, strategy = cfg.retrain.devices, cfg.retrain.strategy
+    where = f"trainer with retrain.devices={devices} and retrain.strategy={strategy}"
+    check_trainer(_trainer_node(cfg), "trainer" if (devices, strategy) == (1, "auto") else where)
+    if _replica():
+        return _train_replica(cfg, epochs, batch_size)
     outputs = OutputSet(cfg.paths.retrain, "paths.retrain", last="model.json")
     lock = ProcessLock(outputs.folder / LOCK_NAME, f"the retrain outputs {outputs.folder}")
     tracker: Tracker = instantiate(cfg.tracking)  # checks the store
@@ -106,19 +112,33 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def _train(
+def _trainer_node(cfg: DictConfig) -> DictConfig:
+    """The Trainer of the final training: the candidates' with retrain's devices and
+    strategy."""
+    node = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
+    assert isinstance(node, DictConfig)
+    node.devices, node.strategy = cfg.retrain.devices, cfg.retrain.strategy
+    return node
+
+
+def _replica() -> bool:
+    """Whether this process is one that Lightning's ``ddp`` strategy started for another
+    device: it runs the stage's script again (with ``LOCAL_RANK`` set), and only trains."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("RANK", "0")) > 0
+
+
+def _fit(
     cfg: DictConfig,
     space: SearchSpace,
     arch: Architecture,
     data: InMemoryData,
     epochs: int,
     batch_size: int,
-    tracker: Tracker,
-    outputs: OutputSet,
-) -> dict[str, Any]:
-    """Train the network, stage its checkpoint in `outputs`, log it; its metrics."""
+    logger: Any,
+) -> tuple[Any, Any, list[dict[str, float]]]:
+    """Train the network (in every process of a distributed training); the network, the
+    trainer and the per-epoch metrics (over all processes)."""
     info = data.info
-    start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         network = space.build(arch, info.input_shape, info.num_classes)
@@ -132,12 +152,47 @@ def _train(
             datamodule,
             info.num_classes,
             epochs,
-            instantiate(cfg.trainer),
+            instantiate(_trainer_node(cfg)),
             optimizer,
             scheduler,
-            logger=tracker.lightning_logger(),
+            logger=logger,
         )
+    return network, trainer, history
+
+
+def _train_replica(cfg: DictConfig, epochs: int, batch_size: int) -> dict[str, Any]:
+    """A distributed training's process for another device: train beside the first
+    process and take part in its checkpoint (which that one writes); nothing else. The
+    outputs, the lock and the tracking are the first process's."""
+    space = retrain_space(cfg)
+    arch, _ = read_architecture(
+        Path(cfg.paths.search) / "best_architecture.json", space, produced_by="search"
+    )
+    data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
+    _, trainer, _ = _fit(cfg, space, arch, data, epochs, batch_size, logger=False)
+    with tempfile.TemporaryDirectory() as unused:  # only the first process writes
+        trainer.save_checkpoint(Path(unused) / "model.ckpt")
+    return {}
+
+
+def _train(
+    cfg: DictConfig,
+    space: SearchSpace,
+    arch: Architecture,
+    data: InMemoryData,
+    epochs: int,
+    batch_size: int,
+    tracker: Tracker,
+    outputs: OutputSet,
+) -> dict[str, Any]:
+    """Train the network, stage its checkpoint in `outputs`, log it; its metrics."""
+    info = data.info
+    start = time.perf_counter()
+    network, trainer, history = _fit(
+        cfg, space, arch, data, epochs, batch_size, tracker.lightning_logger()
+    )
     seconds = time.perf_counter() - start
+    # Every process of a distributed training takes part; the first one writes.
     trainer.save_checkpoint(outputs.path("model.ckpt"))
     final = history[-1]
     metrics = {

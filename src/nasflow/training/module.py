@@ -84,7 +84,7 @@ class ClassifierModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._val_metrics = {"val_loss": _pop(self.val_loss), "val_acc": _pop(self.val_acc)}
-        self.log_dict(self._val_metrics)
+        self.log_dict(self._val_metrics, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         # Lightning validates inside the training epoch, so this epoch's val metrics are in.
@@ -95,7 +95,9 @@ class ClassifierModule(pl.LightningModule):
             raise FloatingPointError(
                 f"training loss became {metrics['train_loss']} in epoch {self.current_epoch}"
             )
-        self.log_dict(metrics)
+        # The values are over all processes of a distributed training already (torchmetrics
+        # syncs on compute): sync_dist only says so to Lightning.
+        self.log_dict(metrics, sync_dist=True)
         self.history.append({"epoch": self.current_epoch, **metrics, **self._val_metrics})
         self._val_metrics = {}
         report_epoch(self.history[-1])  # to the search, wherever this trains
