@@ -15,6 +15,8 @@ incumbent is the best cell by the signal among the finished ones; what is report
 
     .venv/bin/python benchmarks/simulated_parallel.py
     .venv/bin/python benchmarks/simulated_parallel.py --strategies evolution --workers 1 16
+    .venv/bin/python benchmarks/simulated_parallel.py --strategies random \
+        --estimators nb201_asha nb201_async_hyperband nb201_successive_halving
 
 Writes benchmarks/results/simulated_parallel.json.
 """
@@ -93,6 +95,13 @@ def first_reaching(times: np.ndarray, mean: np.ndarray, target: float) -> float 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strategies", nargs="+", default=["evolution", "random"])
+    parser.add_argument(
+        "--estimators",
+        nargs="+",
+        default=["nb201_table"],
+        help="e.g. nb201_asha nb201_async_hyperband nb201_successive_halving: each is run "
+        "with every strategy; --queries then counts candidates, whatever epochs they spend",
+    )
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 4, 16, 64])
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--queries", type=int, default=150)
@@ -116,9 +125,12 @@ def main() -> None:
         },
         "results": {},
     }
-    for name in args.strategies:
+    pairs = [(strategy, estimator) for strategy in args.strategies for estimator in args.estimators]
+    for strategy, estimator in pairs:
+        name = strategy if estimator == "nb201_table" else f"{strategy}+{estimator}"
+        overrides = [f"strategy={strategy}", "search_space=nb201", f"estimator={estimator}"]
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("benchmark", [f"strategy={name}", "search_space=nb201"])
+            cfg = compose("benchmark", overrides)
         rows = []
         for workers in args.workers:
             pair = run_pair(cfg, workers, args.seeds, args.queries)

@@ -169,7 +169,7 @@ def test_a_driver_killed_with_two_in_flight_evaluates_each_candidate_once(
     command = launch.stage(
         "search",
         *[o for o in TINY if not o.startswith(("estimator.epochs", "strategy.budget"))],
-        "estimator.epochs=4",
+        "estimator.epochs=2",
         f"strategy.budget={budget}",
         "executor=ray",
         "executor.workers=2",

@@ -338,7 +338,9 @@ class _Search:
         self.best = self.history[-1].best_score if self.history else None
         self.cost = self.history[-1].cost if self.history else 0.0
         self._clock_offset = elapsed_before - executor.clock()
-        self.running: set[int] = set()  # the proposals in flight (asynchronous searches)
+        # The job each candidate in flight is on, by proposal (asynchronous searches),
+        # without what its submission added (a learning-curve rule).
+        self.in_flight: dict[int, Task] = {}
 
     def elapsed(self) -> float:
         """Seconds since the search started, resumed searches included (the executor's
@@ -497,12 +499,10 @@ def _asynchronous(
 ) -> None:
     """Keep the executor's slots busy: ask whenever one frees, tell as each finishes."""
     estimator, executor, strategy = search.estimator, search.executor, search.strategy
-    # The job each candidate in flight is on (without its per-submission additions).
-    in_flight: dict[int, Task] = {}
+    in_flight = search.in_flight
 
     def submit(job: Task) -> None:
         in_flight[job.iteration] = job
-        search.running.add(job.iteration)
         executor.submit(estimator.evaluate_task, estimator.job(job))
 
     for data in (resumed or {}).get("in_flight", []):
@@ -535,7 +535,6 @@ def _asynchronous(
                 submit(result)
             else:
                 del in_flight[job.iteration]
-                search.running.discard(job.iteration)
                 search.finish(job, result)
             # Saved before the tracker hears of it: a store that fails then costs nothing.
             search.save(in_flight=list(in_flight.values()))
@@ -593,7 +592,7 @@ def _report_epoch(task: Task, record: dict[str, Any], full: int | None, search: 
     epochs = full if task.fidelity is None else round(task.fidelity)
     of = f"/{epochs}" if epochs else ""
     metrics = "  ".join(f"{key} {value:.4f}" for key, value in record.items() if key != "epoch")
-    running = " ".join(f"#{i + 1}" for i in sorted(search.running))
+    running = " ".join(f"#{i + 1}" for i in sorted(search.in_flight))
     best = f"{search.best:.4f}" if search.best is not None else "-"
     log.info(
         "  #%d epoch %d%s  %s  (in flight: %s; best %s)",

@@ -10,7 +10,13 @@ from nasflow.lazy import exports
 
 if TYPE_CHECKING:
     from nasflow.estimators.base import Estimator
-    from nasflow.estimators.fidelity import CurveStopping, Hyperband, SuccessiveHalving
+    from nasflow.estimators.fidelity import (
+        ASHA,
+        AsyncHyperband,
+        CurveStopping,
+        Hyperband,
+        SuccessiveHalving,
+    )
     from nasflow.estimators.filters import (
         PredictorRanker,
         PreFilter,
@@ -21,6 +27,8 @@ if TYPE_CHECKING:
     from nasflow.estimators.training import TrainingEstimator
 
 __all__ = [
+    "ASHA",
+    "AsyncHyperband",
     "CurveStopping",
     "Estimator",
     "Hyperband",
@@ -36,6 +44,8 @@ __all__ = [
 __getattr__, __dir__ = exports(
     __name__,
     {
+        "ASHA": "fidelity",
+        "AsyncHyperband": "fidelity",
         "CurveStopping": "fidelity",
         "Estimator": "base",
         "Hyperband": "fidelity",

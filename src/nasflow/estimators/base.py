@@ -11,6 +11,7 @@ only ever see `run` and `Evaluation`s, so estimators compose without either know
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -82,11 +83,29 @@ class Estimator(Component, ABC):
     def run(self, tasks: Sequence[Task], executor: Executor) -> Iterator[tuple[Task, Evaluation]]:
         """Estimate a round of proposals, yielding each with its evaluation as it ends.
 
-        Every task comes back exactly once. Runs in the search process; the default hands
-        the tasks to `executor`, which calls `evaluate_task`. Composite estimators
-        override it.
+        Every task comes back exactly once. Runs in the search process. The default runs
+        each proposal's jobs through `executor` (which calls `evaluate_task`), `slots` at
+        a time, as the asynchronous loop does: `start`, then `job` as each is submitted
+        (so it sees every job finished before), then `advance`, whose next job goes
+        ahead of the proposals not yet started. A job the executor already knows the
+        evaluation of (a resumed round's) is not run again. Estimators that need the
+        whole round at once (successive halving, a pre-filter) override it.
         """
-        return executor.run(self.evaluate_task, tasks)
+        waiting = deque(self.start(task) for task in tasks)
+        while waiting or executor.in_flight():
+            finished = []
+            while waiting and executor.in_flight() < executor.slots:
+                job = self.job(waiting.popleft())
+                if (known := executor.known(self.evaluate_task, job)) is not None:
+                    finished.append((job, known))
+                else:
+                    executor.submit(self.evaluate_task, job)
+            for job, evaluation in finished or executor.wait():
+                result = self.advance(job, evaluation)
+                if isinstance(result, Task):
+                    waiting.appendleft(result)
+                else:
+                    yield job, result
 
     def proposals(self, wanted: int) -> int:
         """How many proposals to ask the strategy for so that about `wanted` evaluations

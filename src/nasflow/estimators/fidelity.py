@@ -24,6 +24,7 @@ win) but never become the search's best, which only full-fidelity results can.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 import statistics
@@ -247,17 +248,31 @@ class ASHA(SuccessiveHalving):
         **context: Any,
     ) -> None:
         super().__init__(then, rungs, eta, None, **context)
-        # The rank keys of the results each rung has had, and each running candidate's
-        # rungs so far, by proposal.
-        self.results: list[list[tuple[float, float]]] = [[] for _ in self.rungs]
+        # The ladder of fidelities (None: `then`'s full one), and the brackets: each
+        # starts its candidates at one rung of it (ASHA's one bracket, at the lowest).
+        self.ladder: list[float | None] = [*self.rungs, None]
+        self.starts = self.bracket_starts()
+        # The rank keys of the results each rung of each bracket has had, and each
+        # running candidate's rungs so far, by proposal.
+        self.results: list[list[list[tuple[float, float]]]] = [
+            [[] for _ in self.rungs] for _ in self.starts
+        ]
         self.past: dict[int, list[Evaluation]] = {}
+
+    def bracket_starts(self) -> list[int]:
+        """The rung (index in `ladder`) each bracket starts its candidates at."""
+        return [0]
+
+    def bracket_of(self, task: Task) -> int:
+        """The bracket a proposal is in (by its index alone, so a resumed search agrees)."""
+        return 0
 
     def evaluate_task(self, task: Task) -> Evaluation:
         return self.then.evaluate_task(task)
 
     def start(self, task: Task) -> Task:
         self.past[task.iteration] = []
-        return task.at(self.rungs[0])
+        return task.at(self.ladder[self.starts[self.bracket_of(task)]])
 
     def job(self, task: Task) -> Task:
         return self.then.job(task)
@@ -271,50 +286,84 @@ class ASHA(SuccessiveHalving):
             del self.past[task.iteration]
             return _combine(past, None)
         level = self.rungs.index(task.fidelity)
+        bracket = self.bracket_of(task)
+        results = self.results[bracket][level]
         key = _rank_key(result)
-        earlier = sorted(self.results[level])
-        self.results[level].append(key)
+        earlier = sorted(results)
+        results.append(key)
         place = bisect.bisect_right(earlier, key) + 1  # equal earlier results rank first
-        count = len(self.results[level])
+        count = len(results)
         keep = max(1, math.ceil(count / self.eta))
         if place <= keep:
-            ladder: list[float | None] = [*self.rungs, None]
-            return task.at(ladder[level + 1])
+            return task.at(self.ladder[level + 1])
         del self.past[task.iteration]
+        where = f" of bracket {bracket + 1}" if len(self.starts) > 1 else ""
         return _combine(
             past,
-            f"stopped at rung {level + 1} ({task.fidelity:g} epochs): {place} of the {count} "
-            f"results there so far, the best {keep} go on",
+            f"stopped at rung {level + 1} ({task.fidelity:g} epochs){where}: {place} of the "
+            f"{count} results there so far, the best {keep} go on",
         )
 
-    def run(self, tasks: Sequence[Task], executor: Executor) -> Iterator[tuple[Task, Evaluation]]:
-        """A round of proposals (inside a pre-filter), each promoted as its rungs finish."""
-        todo = list(tasks)
-        while todo or executor.in_flight():
-            while todo and executor.in_flight() < executor.slots:
-                executor.submit(self.evaluate_task, self.job(self.start(todo.pop(0))))
-            for task, evaluation in executor.wait():
-                result = self.advance(task, evaluation)
-                if isinstance(result, Task):
-                    executor.submit(self.evaluate_task, self.job(result))
-                else:
-                    yield task, result
+    # A round of proposals (inside a pre-filter) runs as the asynchronous loop runs them,
+    # each promoted as its rungs finish, not as successive halving's bracket.
+    run = Estimator.run
 
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
-            "results": [list(map(list, rung)) for rung in self.results],
+            "results": [[list(map(list, rung)) for rung in bracket] for bracket in self.results],
             "past": {str(i): [e.to_json() for e in rungs] for i, rungs in self.past.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        saved = state.get("results", [[] for _ in self.rungs])
-        self.results = [[(float(a), float(b)) for a, b in rung] for rung in saved]
+        saved = state.get("results", [[[] for _ in self.rungs] for _ in self.starts])
+        self.results = [
+            [[(float(a), float(b)) for a, b in rung] for rung in bracket] for bracket in saved
+        ]
         self.past = {
             int(i): [Evaluation.from_json(e) for e in rungs]
             for i, rungs in state.get("past", {}).items()
         }
+
+
+class AsyncHyperband(ASHA):
+    """Hyperband's brackets in parallel (Li et al. 2020, asynchronous Hyperband): ASHA in
+    several brackets at once, each new proposal joining one of them.
+
+    Bracket s starts its candidates s rungs below the top (as `Hyperband`'s), and each
+    bracket promotes among its own results only, as ASHA does. Proposals are dealt to the
+    brackets in Hyperband's proportions, n_s = ceil((S + 1) / (s + 1) * eta ** s) of every
+    sum of n_s proposals (S = len(rungs)), interleaved so that each bracket gets its share
+    early (smooth weighted round robin, by the proposal's index alone: deterministic and
+    the same after a resume). No bracket waits for another, nor any rung for a round, so
+    with executor.workers > 1 no worker waits.
+
+    Args: as `ASHA`.
+    """
+
+    name = "async_hyperband"
+
+    def bracket_starts(self) -> list[int]:
+        depth = len(self.rungs)
+        return [depth - s for s in range(depth, -1, -1)]  # s = S, ..., 0
+
+    def bracket_of(self, task: Task) -> int:
+        return self.deal[task.iteration % len(self.deal)]
+
+    @functools.cached_property
+    def deal(self) -> list[int]:
+        """The bracket of each proposal in one cycle of sum(n_s) proposals."""
+        depth = len(self.rungs)
+        shares = [math.ceil((depth + 1) / (s + 1) * self.eta**s) for s in range(depth, -1, -1)]
+        credit = [0] * len(shares)
+        deal = []
+        for _ in range(sum(shares)):
+            credit = [c + n for c, n in zip(credit, shares, strict=True)]
+            bracket = max(range(len(shares)), key=lambda b: credit[b])  # the first of ties
+            credit[bracket] -= sum(shares)
+            deal.append(bracket)
+        return deal
 
 
 def _rank_key(evaluation: Evaluation) -> tuple[float, float]:
@@ -547,11 +596,6 @@ class CurveStopping(Wrapper):
             curve = [epoch.get("val_acc", math.nan) for epoch in evaluation.history]
             self.curves.setdefault(_key(task.fidelity), []).append(curve)
         return evaluation
-
-    def run(self, tasks: Sequence[Task], executor: Executor) -> Iterator[tuple[Task, Evaluation]]:
-        # Each task's rule is made as it is submitted, from every curve finished by then.
-        for task, evaluation in executor.run(self.evaluate_task, map(self.job, tasks)):
-            yield task, self.advance(task, evaluation)
 
     def state_dict(self) -> dict[str, Any]:
         return {
