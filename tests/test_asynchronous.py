@@ -155,3 +155,17 @@ def test_async_hyperband_brackets_rank_among_their_own() -> None:
     assert stopped and all(c.evaluation.cost == 12.0 for c in stopped)
     assert all("of bracket 1" in (c.evaluation.error or "") for c in stopped)
     assert len(by_bracket[0]) == 30 and len(by_bracket[1]) == 20
+
+
+def test_asha_state_round_trips_and_reads_a_checkpoint_from_before_brackets() -> None:
+    estimator = AsyncHyperband(NB201TableEstimator(SPACE), rungs=[12])
+    estimator.results = [[[(-0.9, 0.5), (-0.8, math.inf)]], [[]]]
+    again = AsyncHyperband(NB201TableEstimator(SPACE), rungs=[12])
+    again.load_state_dict(estimator.state_dict())
+    assert again.results == estimator.results
+    # ASHA's first checkpoints kept one list of keys per rung, without brackets.
+    asha = ASHA(NB201TableEstimator(SPACE), rungs=[12])
+    asha.load_state_dict({"results": [[[-0.9, 0.5]]], "past": {}})
+    assert asha.results == [[[(-0.9, 0.5)]]]
+    asha.load_state_dict({"results": [[]], "past": {}})
+    assert asha.results == [[[]]]

@@ -318,6 +318,11 @@ class ASHA(SuccessiveHalving):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         saved = state.get("results", [[[] for _ in self.rungs] for _ in self.starts])
+        flat = all(not rung for rung in saved) or any(
+            rung and rung[0] and isinstance(rung[0][0], int | float) for rung in saved
+        )
+        if flat:  # saved before brackets: the one bracket's rungs of (score, loss) keys
+            saved = [saved]
         self.results = [
             [[(float(a), float(b)) for a, b in rung] for rung in bracket] for bracket in saved
         ]
