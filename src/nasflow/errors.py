@@ -12,6 +12,12 @@ class NasflowError(Exception):
     """
 
 
+def first_line(error: BaseException) -> str:
+    """What an error says, in one line: the first line of its message, or its type's name
+    when it has none."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def check_int(key: str, value: object, minimum: int = 1) -> int:
     """`value`, the setting `key`, if it is an integer of at least `minimum` (not a bool);
     otherwise a NasflowError naming the key, what it must be and what it got."""

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nasflow.errors import NasflowError
+from nasflow.errors import NasflowError, first_line
 from nasflow.estimators.base import Estimator
 from nasflow.executors import Executor
 from nasflow.records import EvaluateFn, Evaluation, Task
@@ -226,7 +226,7 @@ class Checkpoint:
         except NasflowError:
             raise
         except Exception as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            reason = first_line(error)[:200]
             raise NasflowError(f"{self.path} is corrupt ({reason}); {fresh}") from None
         return state
 
@@ -394,9 +394,8 @@ class _Search:
             self.on_candidate(self.history[self.notified])
             self.notified += 1
 
-    def save(
-        self, done: dict[str, dict[str, Any]] | None = None, in_flight: Sequence[Task] = ()
-    ) -> None:
+    def save(self, done: dict[str, dict[str, Any]] | None = None) -> None:
+        """Checkpoint the search as it stands, with its jobs in flight."""
         if self.checkpoint is not None:
             self.checkpoint.save(
                 self.strategy,
@@ -404,7 +403,7 @@ class _Search:
                 self.estimator,
                 self.proposed,
                 done,
-                in_flight,
+                list(self.in_flight.values()),
                 self.notified,
             )
 
@@ -509,7 +508,7 @@ def _asynchronous(
         job = _task_from_json(data, strategy.space)
         on_start(job)
         submit(job)
-    search.save(in_flight=list(in_flight.values()))
+    search.save()
     search.notify()  # what an interrupted search finished but could not track
     asking = True
     while True:
@@ -526,7 +525,7 @@ def _asynchronous(
                 on_start(task)
                 submit(estimator.start(task))
                 # The strategy has changed by its ask: saved now, with the job it made.
-                search.save(in_flight=list(in_flight.values()))
+                search.save()
         if not executor.in_flight():
             return
         for job, evaluation in executor.wait():
@@ -537,7 +536,7 @@ def _asynchronous(
                 del in_flight[job.iteration]
                 search.finish(job, result)
             # Saved before the tracker hears of it: a store that fails then costs nothing.
-            search.save(in_flight=list(in_flight.values()))
+            search.save()
             search.notify()
             search.stopping.check_failures(search.history, search.failure_log)
 

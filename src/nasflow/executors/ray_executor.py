@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from nasflow.errors import NasflowError
+from nasflow.errors import NasflowError, first_line
 from nasflow.executors.base import Executor
 from nasflow.progress import reporting
 from nasflow.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
@@ -94,7 +94,7 @@ class RayExecutor(Executor):
             try:
                 ray.init(address=self.address, **options)
             except (ConnectionError, RuntimeError, ValueError) as error:
-                first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+                first = first_line(error)[:300]
                 raise NasflowError(
                     f"executor.address={self.address} could not be joined ({first}); start "
                     "the cluster (ray start --head), fix the address, or leave it unset to "
@@ -163,7 +163,7 @@ class RayExecutor(Executor):
             exceptions.RayTaskError,
             exceptions.TaskUnschedulableError,
         ) as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            reason = first_line(error)[:300]
             log.warning("  #%d: its worker failed: %s", task.iteration + 1, reason)
             return Evaluation.failure(
                 RuntimeError(

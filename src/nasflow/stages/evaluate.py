@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from nasflow.artifacts import read_architecture, read_json
-from nasflow.errors import NasflowError
+from nasflow.errors import NasflowError, first_line
 from nasflow.outputs import OutputSet, sha256_file
 from nasflow.tracking import Tracker, git_commit
 from nasflow.training import InMemoryData
@@ -104,10 +104,6 @@ def _network_weights(checkpoint: Path, sha256: str | None) -> dict[str, torch.Te
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as error:
-        raise NasflowError(f"{checkpoint} cannot be read ({_first_line(error)}); {rerun}") from None
+        raise NasflowError(f"{checkpoint} cannot be read ({first_line(error)}); {rerun}") from None
     prefix = "network."
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

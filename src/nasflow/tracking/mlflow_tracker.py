@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
-from nasflow.errors import NasflowError
+from nasflow.errors import NasflowError, first_line
 from nasflow.interrupts import Interrupted
 from nasflow.tracking.base import OWNER_TAG, Tracker, TrackingError, flatten
 from nasflow.tracking.store import check_store
@@ -324,7 +324,7 @@ def _store_errors(uri: str) -> Iterator[None]:
     except (NasflowError, Interrupted, KeyboardInterrupt):
         raise
     except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        first = first_line(error)[:300]
         raise TrackingError(f"the tracking store {uri} failed: {first}") from error
 
 

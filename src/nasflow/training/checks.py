@@ -16,7 +16,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from nasflow.errors import NasflowError
+from nasflow.errors import NasflowError, first_line
 
 
 def check_optimizers(node: Any, where: str) -> None:
@@ -45,7 +45,7 @@ def check_trainer(node: DictConfig, where: str = "trainer") -> None:
     try:
         instantiate(node)(logger=False, max_epochs=1)
     except Exception as error:  # Lightning's MisconfigurationException, ValueError, ...
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first_line(error)
         raise NasflowError(f"{where} ({node._target_}) refuses its settings: {first}") from None
 
 
