@@ -242,6 +242,7 @@ def pause_outside_writes(process: launch.Started, database: Path) -> None:
     raise AssertionError(f"{database} stayed locked")
 
 
+@pytest.mark.slow
 def test_one_search_one_process_and_a_kill_9_costs_only_the_candidate_in_flight(
     tmp_path: Path, prepared_digits: Path
 ) -> None:

@@ -154,6 +154,7 @@ def test_the_stage_protocol_resumes_restarts_and_cleans_up(tmp_path: Path) -> No
     assert without_seconds(outcome.history) == without_seconds(uninterrupted.history)
 
 
+@pytest.mark.slow
 def test_a_search_killed_with_sigkill_resumes_in_the_stage(
     tmp_path: Path, prepared_digits: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -38,6 +38,7 @@ def stage_config(tmp_path: Path, prepared: Path, *overrides: str) -> object:
 
 # GDAS and DrNAS differ from darts only in the relaxation, which test_oneshot_search.py
 # runs on both spaces; here the stage's two kinds of one-shot search.
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["darts", "enas"])
 def test_one_shot_search_writes_what_retrain_reads(
     strategy: str, tmp_path: Path, prepared_digits: Path

@@ -94,6 +94,7 @@ def by_proposal(history: list[Candidate]) -> dict[int, dict[str, Any]]:
     return records
 
 
+@pytest.mark.slow
 def test_one_ray_worker_is_the_local_search(
     prepared_digits: Path, ray_job: str, undisturbed: list[Candidate]
 ) -> None:
@@ -102,6 +103,7 @@ def test_one_ray_worker_is_the_local_search(
     assert [c.evaluation.status for c in remote] == ["ok"] * 3
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_candidate_is_retried_and_the_search_completes(
     prepared_digits: Path, ray_job: str, undisturbed: list[Candidate], caplog: Any
 ) -> None:
