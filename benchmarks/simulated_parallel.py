@@ -11,10 +11,13 @@ incumbent is the best cell by the signal among the finished ones; what is report
 
 * the simulated time the mean incumbent first reaches `--target` (94.0 %),
 * the mean (and standard deviation) at the end, after `--queries` queries,
-* for each pair, the speed-up of reaching the target against one worker.
+* for each pair, the speed-up of reaching the target against one worker, as the
+  fraction of one worker's time, with a 90 % bootstrap interval over the seeds (the
+  seeds resampled together for both worker counts, `--resamples` times).
 
     .venv/bin/python benchmarks/simulated_parallel.py
-    .venv/bin/python benchmarks/simulated_parallel.py --strategies evolution --workers 1 16
+    .venv/bin/python benchmarks/simulated_parallel.py --strategies evolution --workers 1 16 \
+        --overrides strategy.sample_size=10 --output /tmp/evolution_s10.json
     .venv/bin/python benchmarks/simulated_parallel.py --strategies random \
         --estimators nb201_asha nb201_async_hyperband nb201_successive_halving
 
@@ -79,6 +82,7 @@ def run_pair(cfg: Any, workers: int, seeds: int, queries: int) -> dict[str, Any]
     return {
         "workers": workers,
         "times": times,
+        "curves": curves,
         "mean": mean,
         "final_mean": statistics.fmean(finals),
         "final_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
@@ -92,6 +96,29 @@ def first_reaching(times: np.ndarray, mean: np.ndarray, target: float) -> float 
     return float(times[reached[0]]) if len(reached) else None
 
 
+def fraction_interval(
+    one: dict[str, Any], many: dict[str, Any], target: float, resamples: int
+) -> list[float] | None:
+    """The 5th and 95th percentiles of `many`'s time to the target as a fraction of
+    `one`'s, over bootstrap resamples of the seeds (the same seeds for both). A mean over
+    some seeds only changes where one of them does, so each curve is resampled on its
+    run's grid of every seed's finishing times."""
+    if resamples == 0:
+        return None
+    rng = np.random.default_rng(0)
+    seeds = len(one["curves"])
+    fractions = []
+    for _ in range(resamples):
+        drawn = rng.integers(0, seeds, seeds)
+        a = first_reaching(one["times"], one["curves"][drawn].mean(axis=0), target)
+        b = first_reaching(many["times"], many["curves"][drawn].mean(axis=0), target)
+        fractions.append(b / a if a and b else np.nan)
+    if np.isnan(fractions).mean() > 0.05:  # the target is not reached reliably
+        return None
+    low, high = np.nanpercentile(fractions, [5, 95])
+    return [round(float(low), 4), round(float(high), 4)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strategies", nargs="+", default=["evolution", "random"])
@@ -102,10 +129,17 @@ def main() -> None:
         help="e.g. nb201_asha nb201_async_hyperband nb201_successive_halving: each is run "
         "with every strategy; --queries then counts candidates, whatever epochs they spend",
     )
+    parser.add_argument(
+        "--overrides",
+        nargs="*",
+        default=[],
+        help="more settings for every run, e.g. strategy.sample_size=10",
+    )
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 4, 16, 64])
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--queries", type=int, default=150)
     parser.add_argument("--target", type=float, default=94.0)
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap; 0: none")
     parser.add_argument(
         "--output", default=str(ROOT / "benchmarks/results/simulated_parallel.json")
     )
@@ -117,6 +151,8 @@ def main() -> None:
             "queries": args.queries,
             "seeds": args.seeds,
             "target": args.target,
+            "resamples": args.resamples,
+            "overrides": args.overrides,
             "signal": "cifar10 200-epoch validation accuracy; reported: 200-epoch test accuracy",
             "cost_model": {
                 "seconds_per_epoch": SimulatedExecutor().seconds_per_epoch,
@@ -128,7 +164,12 @@ def main() -> None:
     pairs = [(strategy, estimator) for strategy in args.strategies for estimator in args.estimators]
     for strategy, estimator in pairs:
         name = strategy if estimator == "nb201_table" else f"{strategy}+{estimator}"
-        overrides = [f"strategy={strategy}", "search_space=nb201", f"estimator={estimator}"]
+        overrides = [
+            f"strategy={strategy}",
+            "search_space=nb201",
+            f"estimator={estimator}",
+            *args.overrides,
+        ]
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("benchmark", overrides)
         rows = []
@@ -143,6 +184,11 @@ def main() -> None:
                 "workers": pair["workers"],
                 "time_to_target": reach,
                 "fraction_of_one_worker": (reach / one) if reach and one else None,
+                "fraction_90_interval": (
+                    fraction_interval(rows[0], pair, args.target, args.resamples)
+                    if reach and one and pair is not rows[0]
+                    else None
+                ),
                 "final_mean": round(pair["final_mean"], 4),
                 "final_std": round(pair["final_std"], 4),
                 "end_time_mean": round(pair["end_time_mean"], 1),
@@ -151,7 +197,11 @@ def main() -> None:
             entries.append(entry)
             reached = "never" if reach is None else f"{reach / 3600:.1f} h"
             if entry["fraction_of_one_worker"] is not None:
-                reached += f" ({entry['fraction_of_one_worker']:.3f} of one worker's)"
+                reached += f" ({entry['fraction_of_one_worker']:.3f} of one worker's"
+                if entry["fraction_90_interval"] is not None:
+                    low, high = entry["fraction_90_interval"]
+                    reached += f", 90 % interval {low:.3f}-{high:.3f}"
+                reached += ")"
             print(
                 f"{name:>12} workers {pair['workers']:>3}: {args.target} % at {reached}; "
                 f"after {args.queries} queries {entry['final_mean']:.2f} +- "
