@@ -31,7 +31,8 @@ from nasflow.training import InMemoryData
 from tests import launch
 from tests.conftest import TINY, compose_config
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# All end-to-end, so run first and together: the module's Ray job then serves them all.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 # What differs between two runs of the same search besides its results: wall times.
 TIMES = ("seconds", "elapsed")
@@ -94,7 +95,6 @@ def by_proposal(history: list[Candidate]) -> dict[int, dict[str, Any]]:
     return records
 
 
-@pytest.mark.slow
 def test_one_ray_worker_is_the_local_search(
     prepared_digits: Path, ray_job: str, undisturbed: list[Candidate]
 ) -> None:
@@ -103,7 +103,6 @@ def test_one_ray_worker_is_the_local_search(
     assert [c.evaluation.status for c in remote] == ["ok"] * 3
 
 
-@pytest.mark.slow
 def test_a_worker_killed_mid_candidate_is_retried_and_the_search_completes(
     prepared_digits: Path, ray_job: str, undisturbed: list[Candidate], caplog: Any
 ) -> None:
@@ -163,7 +162,6 @@ def checkpoint_state(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-@pytest.mark.slow
 def test_a_driver_killed_with_two_in_flight_evaluates_each_candidate_once(
     tmp_path: Path, prepared_digits: Path, ray_address: str
 ) -> None:
