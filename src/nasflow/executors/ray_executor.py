@@ -104,10 +104,8 @@ class RayExecutor(Executor):
             self._owns_ray = True
         self._check_resources(ray.cluster_resources())
         self._ray = ray
-        # Epochs from the workers: a tiny actor that needs no CPU of its own, started
-        # before any candidate, so that the first epochs are shown as they finish.
+        # Epochs from the workers: a tiny actor that needs no CPU of its own.
         self._reports = ray.remote(num_cpus=0)(_Epochs).remote()
-        ray.get(self._reports.take.remote())
         self._remote = ray.remote(_evaluate).options(
             num_cpus=self.num_cpus,
             num_gpus=self.num_gpus,
@@ -249,8 +247,9 @@ def _evaluate(shared: list[Any], task: Task, reports: Any, cpus: float) -> Evalu
     sent: list[Any] = []
 
     def send(record: dict[str, Any]) -> None:
-        # Without waiting: training goes on while the report travels. A single-threaded
-        # actor runs one caller's calls in the order they were made.
+        # Without waiting: training goes on while the report travels (and while the
+        # actor is still starting, early in a search). A single-threaded actor runs one
+        # caller's calls in the order they were made.
         sent[:] = [reports.put.remote((task, record, where))]
 
     with reporting(send):
