@@ -8,10 +8,8 @@ worker process loads it once. A worker sets torch's threads to its CPUs: two pro
 with torch's default threads on the same cores slow each other down many times over.
 
 The search process (the driver) stays the only writer of the checkpoint and of MLflow:
-workers send each finished epoch to a small actor of the search (without waiting for
-it, so training never stalls on the driver), and the driver collects them from it and
-hands them to the loop while it waits; a candidate's epochs all reach the actor before
-its result is returned. A task whose worker dies (its process killed, its node lost,
+workers send each finished epoch back through a Ray queue, and the driver hands them to
+the loop while it waits. A task whose worker dies (its process killed, its node lost,
 out of memory) is run again by Ray up to `max_retries` times, then comes back as a
 failed candidate with the reason; a candidate that raises is a failed candidate already
 (the estimator catches it), so it is not retried.
@@ -72,7 +70,7 @@ class RayExecutor(Executor):
         self.poll_seconds = poll_seconds
         self._ray: Any = None
         self._owns_ray = False
-        self._reports: Any = None
+        self._queue: Any = None
         self._remote: Any = None
         self._shared: dict[tuple[int, str], Any] = {}  # the object-store copy of each evaluator
         self._running: dict[Any, Task] = {}  # object ref -> task, in submission order
@@ -83,6 +81,7 @@ class RayExecutor(Executor):
 
     def _start(self) -> None:
         import ray
+        from ray.util.queue import Queue
 
         if not ray.is_initialized():
             options: dict[str, Any] = {
@@ -104,8 +103,8 @@ class RayExecutor(Executor):
             self._owns_ray = True
         self._check_resources(ray.cluster_resources())
         self._ray = ray
-        # Epochs from the workers: a tiny actor that needs no CPU of its own.
-        self._reports = ray.remote(num_cpus=0)(_Epochs).remote()
+        # Epochs from the workers; the queue is a tiny actor that needs no CPU of its own.
+        self._queue = Queue(actor_options={"num_cpus": 0})
         self._remote = ray.remote(_evaluate).options(
             num_cpus=self.num_cpus,
             num_gpus=self.num_gpus,
@@ -125,7 +124,7 @@ class RayExecutor(Executor):
     def submit(self, evaluate: EvaluateFn, task: Task) -> None:
         if self._ray is None:
             self._start()
-        ref = self._remote.remote(self._share(evaluate), task, self._reports, self.num_cpus)
+        ref = self._remote.remote(self._share(evaluate), task, self._queue, self.num_cpus)
         self._running[ref] = task
 
     def _share(self, evaluate: EvaluateFn) -> list[Any]:
@@ -179,7 +178,9 @@ class RayExecutor(Executor):
     def _pass_on_epochs(self) -> None:
         """Hand the loop every epoch the workers have reported since the last call, each
         once: a retried candidate reports its first epochs again."""
-        for task, record, where in self._ray.get(self._reports.take.remote()):
+        waiting = self._queue.qsize()
+        reports = self._queue.get_nowait_batch(waiting) if waiting else []
+        for task, record, where in reports:
             self.placement[task.iteration] = where
             key = (task.iteration, task.fidelity)
             epoch = int(record.get("epoch", 0))
@@ -199,32 +200,17 @@ class RayExecutor(Executor):
         for ref in self._running:
             self._ray.cancel(ref, force=True)
         self._running.clear()
-        self._ray.kill(self._reports)
+        self._ray.kill(self._queue.actor)
         if self._owns_ray:
             self._ray.shutdown()
         self._ray = None
-
-
-class _Epochs:
-    """The epochs reported by a search's workers, until the driver takes them. One
-    thread: each worker's reports are kept in the order it sent them."""
-
-    def __init__(self) -> None:
-        self.reports: list[Any] = []
-
-    def put(self, report: Any) -> None:
-        self.reports.append(report)
-
-    def take(self) -> list[Any]:
-        reports, self.reports = self.reports, []
-        return reports
 
 
 #: What a worker process has loaded, by object reference: the estimator of each search.
 _LOADED: dict[Any, EvaluateFn] = {}
 
 
-def _evaluate(shared: list[Any], task: Task, reports: Any, cpus: float) -> Evaluation:
+def _evaluate(shared: list[Any], task: Task, queue: Any, cpus: float) -> Evaluation:
     """A candidate in a Ray worker: load the search's evaluator once per process, give
     torch the task's CPUs, and send each finished epoch back to the driver."""
     import ray
@@ -244,16 +230,9 @@ def _evaluate(shared: list[Any], task: Task, reports: Any, cpus: float) -> Evalu
     evaluate: Callable[[Task], Evaluation] = _LOADED[ref]
 
     where = (ray.util.get_node_ip_address(), os.getpid())
-    sent: list[Any] = []
 
     def send(record: dict[str, Any]) -> None:
-        # Without waiting: training goes on while the report travels (and while the
-        # actor is still starting, early in a search). A single-threaded actor runs one
-        # caller's calls in the order they were made.
-        sent[:] = [reports.put.remote((task, record, where))]
+        queue.put((task, record, where))
 
     with reporting(send):
-        evaluation = evaluate(task)
-    if sent:  # every epoch reached the actor before the result: the driver sees them first
-        ray.get(sent[0])
-    return evaluation
+        return evaluate(task)
