@@ -45,6 +45,8 @@ def _data(n: int = 32) -> InMemoryData:
 class Recorder(Tracker):
     """Keeps everything it is asked to log (artifacts read at once: they are temporary)."""
 
+    keeps_artifacts = True
+
     def __init__(self) -> None:
         self.metrics: list[tuple[int | None, dict[str, float]]] = []
         self.dicts: dict[str, Any] = {}
@@ -130,6 +132,26 @@ def test_darts_search_runs_and_logs(space_name: str, relaxation: str, order: int
         assert [r["tau"] for r in result.epochs] == [10.0, pytest.approx(0.1)]
     # The cosine schedule lowers the weights' learning rate after the first epoch.
     assert result.epochs[0]["w_lr"] == 0.025 > result.epochs[1]["w_lr"]
+
+
+def test_the_heat_map_is_drawn_only_for_a_tracker_that_keeps_files() -> None:
+    """tracking=none gets the result and no heat map (drawing one costs more than a
+    tiny search's epoch); a tracker that keeps files gets both."""
+    from nasflow.oneshot.strategy import _log_artifacts
+
+    space = NB201Space.tiny()
+    ops = list(space.ops)
+    weights = {"cell": [[1 / len(ops)] * len(ops)] * 6}
+    epochs = [{"epoch": e, "alphas": weights} for e in range(2)]
+    arch = space.sample(np.random.default_rng(0))
+    result = OneShotResult(arch=arch, score=0.5, epochs=epochs, seconds=1.0, details={})
+
+    class KeepsNothing(Recorder):
+        keeps_artifacts = False
+
+    for tracker, drawn in ((Recorder(), {"alphas.png"}), (KeepsNothing(), set())):
+        _log_artifacts(tracker, result, ops)
+        assert set(tracker.artifacts) == drawn and set(tracker.dicts) == {"oneshot.json"}
 
 
 def test_darts_search_is_reproducible_from_its_seed() -> None:

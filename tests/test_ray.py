@@ -106,8 +106,10 @@ def test_one_ray_worker_is_the_local_search(
 def test_a_worker_killed_mid_candidate_is_retried_and_the_search_completes(
     prepared_digits: Path, ray_job: str, undisturbed: list[Candidate], caplog: Any
 ) -> None:
+    # One worker: the one the search before started, so no worker but the replacement
+    # starts (each imports torch and Lightning), and none competes with the one killed.
     killed: list[int] = []
-    executor = RayExecutor(workers=2, address=ray_job, max_retries=1, poll_seconds=0.05)
+    executor = RayExecutor(workers=1, address=ray_job, max_retries=1, poll_seconds=0.05)
 
     def kill_one(task: Task, record: dict[str, Any]) -> None:
         if not killed and task.iteration == 0:  # the first epoch of the first candidate

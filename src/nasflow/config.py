@@ -20,6 +20,7 @@ DVC's own composition included, through the `hydra_plugins.nasflow_schemas` modu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, cast
@@ -151,18 +152,30 @@ class NasflowConfig:
     tracking: Any = MISSING
 
 
+#: The descriptions `register_configs` last stored, as JSON: storing the same again is
+#: skipped (each store builds a structured config from a dataclass: 0.1 s in all).
+_registered: str | None = None
+
+
 def register_configs() -> None:
     """Store the root schema, and a schema generated from its constructor for every
-    registered component (`nasflow.schemas`), in Hydra's ConfigStore."""
+    registered component (`nasflow.schemas`), in Hydra's ConfigStore: again only when
+    the components changed (a plugin registered one) or the store was emptied."""
+    global _registered
     store = ConfigStore.instance()
+    descriptions = cached(COMPONENTS)
+    key = json.dumps(descriptions, sort_keys=True, default=str)
+    if key == _registered and "nasflow_schema.yaml" in store.repo:
+        return
     store.store(name="nasflow_schema", node=NasflowConfig)
-    for group, described in cached(COMPONENTS).items():
+    for group, described in descriptions.items():
         for name, description in described.items():
             node: Any = schema(description)
             if group == DATA_SOURCES.group:
                 # A data option is the prepare stage's split settings around a source.
                 node = DataConfig(source=node())
             store.store(group=f"schema/{group}", name=name, node=node)
+    _registered = key
 
 
 def check_settings(cfg: DictConfig) -> None:

@@ -484,10 +484,12 @@ def _alpha_metrics(alphas: Mapping[str, list[list[float]]], ops: Sequence[str]) 
 
 
 def _log_artifacts(tracker: Tracker, result: OneShotResult, ops: Sequence[str]) -> None:
-    """The heat map (``alphas.png``) and the result (``oneshot.json``)."""
-    with tempfile.TemporaryDirectory(prefix="nasflow-oneshot-") as folder:
-        path = os.path.join(folder, "alphas.png")
-        with open(path, "wb") as handle:
-            handle.write(render_alpha_heatmap(result.epochs, ops))
-        tracker.log_artifact(path)
+    """The heat map (``alphas.png``, drawn only for a tracker that keeps files) and the
+    result (``oneshot.json``)."""
+    if tracker.keeps_artifacts:
+        with tempfile.TemporaryDirectory(prefix="nasflow-oneshot-") as folder:
+            path = os.path.join(folder, "alphas.png")
+            with open(path, "wb") as handle:
+                handle.write(render_alpha_heatmap(result.epochs, ops))
+            tracker.log_artifact(path)
     tracker.log_dict(result.to_json(), "oneshot.json")

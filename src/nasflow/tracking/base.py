@@ -36,6 +36,9 @@ class Tracker(Component):
 
     registry = TRACKERS
     name = "none"
+    #: Whether `log_artifact` keeps the files it is given: a caller draws a plot only
+    #: for a tracker that keeps it (a heat map takes longer than a tiny search's epoch).
+    keeps_artifacts = False
 
     @contextmanager
     def run(

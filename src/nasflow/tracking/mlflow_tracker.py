@@ -59,6 +59,7 @@ class MlflowTracker(Tracker):
     """
 
     name = "mlflow"
+    keeps_artifacts = True
 
     def __init__(
         self,
