@@ -73,6 +73,19 @@ def test_light_modules_load_no_training_stack(module: str) -> None:
     assert done.stdout.strip() == "", f"{module} loads {done.stdout.strip()}"
 
 
+def test_the_prepare_stage_loads_neither_lightning_nor_torchvision() -> None:
+    """Digits are prepared with torch and scikit-learn only (seconds less in every `dvc
+    repro`); torchvision loads when one of its sources reads."""
+    heavy = ("pytorch_lightning", "torchvision", "mlflow")
+    code = (
+        "import sys, nasflow.stages.prepare\n"
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"the prepare stage loads {done.stdout.strip()}"
+
+
 def test_the_records_need_only_the_standard_library() -> None:
     code = (
         "import sys\nbefore = set(sys.modules)\nimport nasflow.records\n"

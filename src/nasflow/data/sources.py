@@ -11,20 +11,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.error import URLError
 
 import numpy as np
 import torch
-import torchvision
 from annotated_types import Interval
 from sklearn.datasets import load_digits
-from torchvision import transforms
-from torchvision.datasets.folder import default_loader, find_classes
 
 from nasflow.errors import NasflowError
 from nasflow.ranges import PositiveInt
 from nasflow.registry import DATA_SOURCES, Component
+
+if TYPE_CHECKING:  # torchvision loads only for its sources: the digits need none of it
+    from torchvision.datasets import VisionDataset
 
 TORCHVISION_NAMES = ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100")
 
@@ -139,6 +139,8 @@ class TorchvisionDataset(DataSource):
                 f"data root '{self.root}' does not exist; put a torchvision {self.name} copy there "
                 f"({self._layout_hint()}) or set data.source.download=true"
             )
+        import torchvision.datasets
+
         dataset_cls = getattr(torchvision.datasets, self.name)
         pool_ds = self._open(dataset_cls, train=True)
         test_ds = self._open(dataset_cls, train=False)
@@ -149,7 +151,7 @@ class TorchvisionDataset(DataSource):
             test=_torchvision_split(test_ds),
         )
 
-    def _open(self, dataset_cls: type, train: bool) -> torchvision.datasets.VisionDataset:
+    def _open(self, dataset_cls: type, train: bool) -> VisionDataset:
         try:
             return dataset_cls(self.root, train=train, download=self.download)
         except (RuntimeError, URLError) as err:
@@ -168,7 +170,7 @@ class TorchvisionDataset(DataSource):
         return f"{self.name}/raw/..."
 
 
-def _torchvision_split(ds: torchvision.datasets.VisionDataset) -> Split:
+def _torchvision_split(ds: VisionDataset) -> Split:
     """Converts a loaded torchvision dataset to a Split without decoding items one by one."""
     data = ds.data
     if isinstance(data, np.ndarray):
@@ -259,6 +261,9 @@ class ImageFolder(DataSource):
             The class names, the split, and the paths of the images that could not be
             decoded (their rows of the split are left blank; the caller refuses them).
         """
+        from torchvision import datasets, transforms
+        from torchvision.datasets.folder import default_loader
+
         steps: list[torch.nn.Module] = [transforms.Resize((self.image_size, self.image_size))]
         if self.channels == 1:
             # torchvision's loader always yields RGB, so grayscale is a conversion step.
@@ -268,7 +273,7 @@ class ImageFolder(DataSource):
         try:
             # Only for its file discovery (extensions, class order); decoding is ours, so
             # that a bad file is recorded and the rest still read.
-            ds = torchvision.datasets.ImageFolder(str(folder))
+            ds = datasets.ImageFolder(str(folder))
         except FileNotFoundError as err:
             raise NasflowError(
                 f"image folder '{folder}' holds no class folders with images ({err})"
@@ -291,6 +296,8 @@ class ImageFolder(DataSource):
 
 def _class_folders(folder: Path) -> list[str]:
     """Class names as torchvision.datasets.ImageFolder will see them (sorted subfolders)."""
+    from torchvision.datasets.folder import find_classes
+
     try:
         return find_classes(str(folder))[0]
     except FileNotFoundError as err:
