@@ -115,11 +115,12 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
         known = shared / "ray.address"
         if known.exists():
             return known.read_text()
-        port, client_port = _free_port(), _free_port()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         ray = Path(sys.executable).with_name("ray")
         head = subprocess.Popen(
             [str(ray), "start", "--head", "--block", f"--port={port}",
-             f"--ray-client-server-port={client_port}",
              "--node-ip-address=127.0.0.1", f"--num-cpus={RAY_CPUS}", "--num-gpus=0",
              "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={shared / 'ray'}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -127,30 +128,13 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
         (shared / "ray.pid").write_text(str(head.pid))
         address = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 60
-        for listening in (port, client_port):
-            while time.monotonic() < deadline:
-                with socket.socket() as client:
-                    if client.connect_ex(("127.0.0.1", listening)) == 0:
-                        break
-                time.sleep(0.2)
-        (shared / "ray.client").write_text(f"ray://127.0.0.1:{client_port}")
+        while time.monotonic() < deadline:
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
         known.write_text(address)
         return address
-
-
-@pytest.fixture(scope="session")
-def ray_client_address(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The session's Ray instance through Ray Client (``ray://``), as a laptop joins a
-    remote cluster."""
-    return (_session_folder(tmp_path_factory) / "ray.client").read_text()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _session_folder(factory: pytest.TempPathFactory) -> Path:

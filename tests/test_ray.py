@@ -1,9 +1,8 @@
 """executor=ray: the same search as a local one with one worker, a retry when a worker
 dies, and nothing evaluated twice when the driver is killed with candidates in flight.
 
-Every test joins the session's one Ray instance, as a user joins a cluster with
-executor.address: through Ray Client (``ray://``) from this process, by its own address
-from a stage.
+Every test joins the session's one Ray instance (`ray_address`), as a user joins a
+cluster with executor.address.
 """
 
 from __future__ import annotations
@@ -63,16 +62,15 @@ def results(history: list[Candidate]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def ray_job(ray_client_address: str) -> Iterator[str]:
+def ray_job(ray_address: str) -> Iterator[str]:
     """This test process joined to the session's Ray instance once, for all the searches
     of this module: Ray's worker processes (each imports torch and Lightning, seconds on
-    two cores) then serve them all, as they serve one search. It joins through Ray
-    Client (``ray://``), as a laptop joins a remote cluster; the stages below join by the
-    cluster's own address (``executor.address=host:port``, as ``auto`` finds it)."""
+    two cores) then serve them all, as they serve one search."""
     import ray
 
-    ray.init(address=ray_client_address, log_to_driver=False)
-    yield ray_client_address
+    ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)  # fmt: skip
+    yield ray_address
     ray.shutdown()
 
 
