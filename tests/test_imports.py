@@ -61,29 +61,25 @@ def test_executors_import_first_in_a_truly_fresh_interpreter() -> None:
 
 
 HEAVY = ("pytorch_lightning", "lightning", "torchvision", "sklearn", "mlflow")
+# Digits are prepared with torch and scikit-learn only (seconds less in every `dvc
+# repro`); torchvision loads when one of its sources reads.
+NOT_FOR_PREPARE = tuple(m for m in HEAVY if m != "sklearn")
 
 
 @pytest.mark.parametrize(
-    "module", ["nasflow.records", "nasflow.executors", "nasflow.search_strategies.random"]
+    ("module", "heavy"),
+    [
+        ("nasflow.records", HEAVY),
+        ("nasflow.executors", HEAVY),
+        ("nasflow.search_strategies.random", HEAVY),
+        ("nasflow.stages.prepare", NOT_FOR_PREPARE),
+    ],
 )
-def test_light_modules_load_no_training_stack(module: str) -> None:
-    code = f"import sys, {module}\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+def test_light_modules_load_no_training_stack(module: str, heavy: tuple[str, ...]) -> None:
+    code = f"import sys, {module}\nprint(' '.join(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"{module} loads {done.stdout.strip()}"
-
-
-def test_the_prepare_stage_loads_neither_lightning_nor_torchvision() -> None:
-    """Digits are prepared with torch and scikit-learn only (seconds less in every `dvc
-    repro`); torchvision loads when one of its sources reads."""
-    heavy = ("pytorch_lightning", "torchvision", "mlflow")
-    code = (
-        "import sys, nasflow.stages.prepare\n"
-        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "", f"the prepare stage loads {done.stdout.strip()}"
 
 
 def test_the_records_need_only_the_standard_library() -> None:
