@@ -28,7 +28,8 @@ from nasflow.search_spaces import (
 from nasflow.search_strategies.base import SearchStrategy
 from nasflow.search_strategies.evolution import RegularizedEvolution
 from nasflow.search_strategies.local_search import LocalSearch
-from nasflow.search_strategies.tpe import TPESearch, _nearest_offered
+from nasflow.search_strategies.optuna_study import _nearest_offered
+from nasflow.search_strategies.tpe import TPESearch
 from tests.conftest import discrete_strategies
 
 NB201 = NB201Space()

@@ -61,7 +61,8 @@ class PathsConfig:
 
 @dataclass
 class SearchConfig:
-    """When the search loop stops besides `strategy.budget`, and whether it resumes."""
+    """When the search loop stops besides `strategy.budget`, whether it resumes, and what
+    it optimises when that is more than one score."""
 
     max_seconds: PositiveFloat | None = None  # wall-clock limit for the whole search; None: none
     patience: PositiveInt | None = None  # stop after this many evaluations without a better one
@@ -70,6 +71,11 @@ class SearchConfig:
     # Stop with an error once this many candidates in a row have failed (a bug, most
     # likely); the tracebacks are in <paths.search>/failures.log. null: never.
     max_consecutive_failures: PositiveInt | None = 5
+    # Several objectives, e.g. [val_acc:max,params:min] (nasflow.pareto): what the
+    # multi-objective strategies (nsga2, mo_evolution) optimise. Empty: the score alone.
+    objectives: list[Any] = field(default_factory=list)
+    # The hypervolume's reference point, a value per objective, e.g. {val_acc:0.85,params:1.6e6}.
+    reference: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

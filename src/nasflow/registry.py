@@ -113,7 +113,8 @@ STRATEGIES: Registry[Any] = Registry(
     "strategy",
     ("nasflow.search_strategies", "nasflow.oneshot"),
     injected=("space",),
-    interpolate={"seed": "${seed}"},
+    # A multi-objective strategy optimises what the search is asked to.
+    interpolate={"seed": "${seed}", "objectives": "${search.objectives}"},
 )
 ESTIMATORS: Registry[Any] = Registry(
     "estimator",

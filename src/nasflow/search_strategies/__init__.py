@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from nasflow.search_strategies.evolution import RegularizedEvolution
     from nasflow.search_strategies.grid import GridSearch
     from nasflow.search_strategies.local_search import LocalSearch
+    from nasflow.search_strategies.mo_evolution import MultiObjectiveEvolution
+    from nasflow.search_strategies.nsga2 import NSGA2Search
     from nasflow.search_strategies.random import RandomSearch
     from nasflow.search_strategies.reinforce import Reinforce
     from nasflow.search_strategies.tpe import TPESearch
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = [
     "GridSearch",
     "LocalSearch",
+    "MultiObjectiveEvolution",
+    "NSGA2Search",
     "RandomSearch",
     "RegularizedEvolution",
     "Reinforce",
@@ -32,6 +36,8 @@ __getattr__, __dir__ = exports(
     {
         "GridSearch": "grid",
         "LocalSearch": "local_search",
+        "MultiObjectiveEvolution": "mo_evolution",
+        "NSGA2Search": "nsga2",
         "RandomSearch": "random",
         "RegularizedEvolution": "evolution",
         "Reinforce": "reinforce",

@@ -57,12 +57,18 @@ BUDGET_PER_QUERY = 100
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run ``cfg.strategy`` on seeds 0..``benchmark.seeds``-1 and write its JSON and the plot.
+    """Run ``cfg.strategy`` on seeds 0..``benchmark.seeds``-1 and write its JSON and the plot;
+    with two or more ``search.objectives``, the multi-objective benchmark instead
+    (`nasflow.stages.benchmark_mo`).
 
     Returns:
         The summary: the strategy's name, final mean and std (%), the random-search
         expectation (%) and the seconds.
     """
+    if len(cfg.search.objectives or ()) >= 2:
+        from nasflow.stages import benchmark_mo
+
+        return benchmark_mo.run(cfg)
     settings = cfg.benchmark
     seeds = _positive("benchmark.seeds", settings.seeds)
     queries = _positive("benchmark.queries", settings.queries)
