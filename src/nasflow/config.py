@@ -29,7 +29,7 @@ from annotated_types import Ge, Interval
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from nasflow.ranges import PositiveFloat, PositiveInt, Seed, check
+from nasflow.ranges import NonNegativeInt, PositiveFloat, PositiveInt, Seed, check
 from nasflow.registry import COMPONENTS, DATA_SOURCES
 from nasflow.schemas import cached, dataclass_fields, number_kind, schema
 
@@ -76,6 +76,21 @@ class SearchConfig:
     objectives: list[Any] = field(default_factory=list)
     # The hypervolume's reference point, a value per objective, e.g. {val_acc:0.85,params:1.6e6}.
     reference: dict[str, Any] = field(default_factory=dict)
+    # Bounds on what a proposal measures before training (nasflow.constraints), e.g.
+    # ["params<=5e4", "latency_ms<5"]: a proposal that breaks one is never trained.
+    constraints: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LatencyConfig:
+    """How `latency_ms` is measured (`nasflow.measure.latency_ms`): with torch, in eval
+    mode, the median of `repeats` forward passes after `warmup` untimed ones."""
+
+    device: str = "cpu"  # the target: cpu, or cuda / cuda:N
+    batch_size: PositiveInt = 1  # images per forward pass
+    threads: PositiveInt = 1  # torch's threads on the CPU
+    warmup: NonNegativeInt = 10
+    repeats: PositiveInt = 30
 
 
 @dataclass
@@ -145,6 +160,7 @@ class NasflowConfig:
     seed: Seed = 0  # seeds the strategy and the candidates' training
     paths: PathsConfig = field(default_factory=PathsConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     inspect: InspectConfig = field(default_factory=InspectConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)

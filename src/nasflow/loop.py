@@ -19,15 +19,30 @@ from typing import Any
 import numpy as np
 import torch
 
+from nasflow.constraints import Screen
 from nasflow.errors import NasflowError, first_line
 from nasflow.estimators.base import Estimator
 from nasflow.executors import Executor
+from nasflow.pareto import (
+    DEFAULT_OBJECTIVES,
+    Objective,
+    front_mask,
+    front_records,
+    hypervolume,
+    maximize_flags,
+    objective_vector,
+    parse_objectives,
+)
 from nasflow.records import EvaluateFn, Evaluation, Task
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy
 from nasflow.searching import SearchContext, SearchOutcome
 
 log = logging.getLogger("nasflow.search")
+
+#: Proposals in a row the screen may filter out before the search gives up on the
+#: constraints: most of the space breaks them.
+MAX_REJECTED = 1000
 
 
 @dataclass
@@ -174,11 +189,13 @@ class Checkpoint:
         done: dict[str, dict[str, Any]] | None = None,
         in_flight: Sequence[Task] = (),
         notified: int | None = None,
+        screen: Screen | None = None,
     ) -> None:
         """Save the search as it stands: between rounds (the next round starts here, with
         `done`, a resumed round's finished evaluations, already finished), or, for an
         asynchronous search, with the jobs `in_flight`, and how many of the candidates
-        were `notified` (passed to the loop's `on_candidate`; None: all)."""
+        were `notified` (passed to the loop's `on_candidate`; None: all); with the
+        `screen`'s measures and filtered proposals."""
         self._start = {
             # Pickled now: the strategy's and estimator's objects change afterwards.
             "strategy": pickle.dumps(strategy.state_dict()),
@@ -187,6 +204,7 @@ class Checkpoint:
             "history": [c.to_json() for c in history],
             "in_flight": [_task_json(task) for task in in_flight],
             "notified": len(history) if notified is None else notified,
+            "screen": screen.state_dict() if screen is not None else {},
         }
         self.round = dict(done or {})
         self._write()
@@ -313,8 +331,10 @@ class _Search:
         resumed: dict[str, Any] | None,
         on_candidate: Callable[[Candidate], None],
         failure_log: Path | None,
+        screen: Screen | None = None,
     ) -> None:
         self.strategy = strategy
+        self.screen = screen
         self.estimator = estimator
         self.executor = executor
         self.seed = seed
@@ -333,6 +353,8 @@ class _Search:
             self.proposed = resumed.get("proposals", len(self.history))
             self.notified = resumed.get("notified", len(self.history))
             elapsed_before = self.history[-1].elapsed if self.history else 0.0
+            if screen is not None:
+                screen.load_state_dict(resumed.get("screen", {}))
         # What "candidate i of N" counts to: the budget, or the whole space if smaller.
         self.planned = min(strategy.budget, strategy.space.size())
         self.best = self.history[-1].best_score if self.history else None
@@ -351,13 +373,30 @@ class _Search:
         return self.stopping.reason(self.history, self.elapsed())
 
     def propose(self) -> Task | None:
-        """A new task from the strategy, or None when it has nothing left."""
-        arch = self.strategy.ask()
-        if arch is None:
-            return None
-        task = Task(self.proposed, arch, candidate_seed(self.seed, self.proposed))
-        self.proposed += 1
-        return task
+        """A new task from the strategy, or None when it has nothing left. A proposal the
+        screen finds infeasible is recorded as filtered, the strategy forgets it and is
+        asked again: it costs a proposal index, never a candidate of the budget."""
+        rejected = 0
+        while True:
+            arch = self.strategy.ask()
+            if arch is None:
+                return None
+            task = Task(self.proposed, arch, candidate_seed(self.seed, self.proposed))
+            self.proposed += 1
+            reason = self.screen.reason(arch) if self.screen is not None else None
+            if reason is None:
+                return task
+            self.screen.reject(task.iteration, arch, reason)  # type: ignore[union-attr]
+            self.strategy.discard(arch)
+            log.info("proposal #%d filtered before training: %s  %s", task.iteration + 1,
+                     reason, arch.describe())  # fmt: skip
+            rejected += 1
+            if rejected >= MAX_REJECTED:
+                constraints = ", ".join(map(str, self.screen.constraints))  # type: ignore[union-attr]
+                raise NasflowError(
+                    f"the last {rejected} proposals all broke search.constraints ({constraints}), "
+                    f"the last with {reason}; loosen them or shrink the search space"
+                )
 
     def finish(self, task: Task, evaluation: Evaluation) -> None:
         """Tell the strategy an evaluation that ends a proposal; record it as a candidate
@@ -365,6 +404,8 @@ class _Search:
         if evaluation.status == "filtered":
             self.strategy.discard(task.arch)
             return
+        if self.screen is not None:
+            self.screen.annotate(task.arch, evaluation)
         self.strategy.tell(task.arch, evaluation)
         self.cost += evaluation.cost
         # Only full-fidelity scores compete: a stopped candidate's score is partial.
@@ -405,6 +446,7 @@ class _Search:
                 done,
                 list(self.in_flight.values()),
                 self.notified,
+                self.screen,
             )
 
 
@@ -420,6 +462,7 @@ def run_search(
     failure_log: Path | None = None,
     on_start: Callable[[Task], None] = lambda _: None,
     on_epoch: Callable[[Task, dict[str, Any]], None] = lambda task, record: None,
+    screen: Screen | None = None,
 ) -> list[Candidate]:
     """Run the search until the budget is spent, a stopping rule fires or the strategy has
     nothing left to ask.
@@ -459,6 +502,9 @@ def run_search(
         on_start: Called when an asynchronous search submits a candidate's first job
             (again, for one that was in flight when a resumed search was interrupted).
         on_epoch: Called with a running job and each epoch it reports as it trains.
+        screen: Takes each proposal's cheap measures before training and filters out
+            those that break a constraint (`nasflow.constraints`); its record of them is
+            saved and restored with the checkpoint. None: every proposal trains.
 
     Returns:
         Every candidate in the order it finished, those of a resumed run first.
@@ -473,6 +519,7 @@ def run_search(
         resumed,
         on_candidate,
         failure_log,
+        screen,
     )
     full = getattr(estimator, "epochs", None)
 
@@ -633,7 +680,8 @@ def _report(candidate: Candidate, planned: int) -> None:
 
 def discrete_search(strategy: SearchStrategy, context: SearchContext) -> SearchOutcome:
     """An ask/tell strategy's search in the search stage: the loop with the context's
-    estimator and executor, and its best full-fidelity candidate as the outcome."""
+    estimator, executor and screen, and its best full-fidelity candidate as the outcome,
+    with the front over the context's objectives and the proposals filtered out."""
     space = strategy.space
     log.info(
         "%s search over the %s space (%s architectures), budget %d, on %s",
@@ -644,22 +692,37 @@ def discrete_search(strategy: SearchStrategy, context: SearchContext) -> SearchO
         context.data.info.name,
     )
     tracker = context.tracker
+    objectives = context.objectives or parse_objectives(DEFAULT_OBJECTIVES)
+    volume = _HypervolumeLog(objectives, context.reference, context.resumed, space)
+
+    def on_candidate(candidate: Candidate) -> None:
+        tracker.log_candidate(candidate, space.graphs(candidate.arch))
+        if (hypervolume_now := volume.add(candidate)) is not None:
+            tracker.log_metrics({"hypervolume": hypervolume_now}, step=candidate.iteration)
+
     with context.executor() as executor:
         history = run_search(
             strategy,
             context.estimator(),
             executor,
             context.seed,
-            lambda candidate: tracker.log_candidate(candidate, space.graphs(candidate.arch)),
+            on_candidate,
             context.stopping,
             context.checkpoint,
             context.resumed,
             context.failure_log,
             on_start=tracker.start_candidate,
             on_epoch=tracker.log_epoch,
+            screen=context.screen,
         )
     # Only full-fidelity results compete: a stopped candidate's score is partial.
     ok = [c for c in history if c.evaluation.status == "ok" and c.evaluation.score is not None]
+    if not ok and context.screen is not None and context.screen.filtered:
+        raise NasflowError(
+            f"no candidate of {len(history)} was evaluated at full fidelity, and "
+            f"{len(context.screen.filtered)} proposals broke search.constraints (the last "
+            f"with {context.screen.filtered[-1]['reason']}); loosen them"
+        )
     if not ok:
         failed = [c for c in history if c.evaluation.status == "failed"]
         raise NasflowError(
@@ -681,7 +744,17 @@ def discrete_search(strategy: SearchStrategy, context: SearchContext) -> SearchO
         "cost_epochs": history[-1].cost,
         "seconds": round(history[-1].elapsed, 2),
     }
+    filtered = list(context.screen.filtered) if context.screen is not None else []
+    if context.screen is not None and context.screen.constraints:
+        summary["filtered"] = len(filtered)
+    pareto = front_records(history, objectives)
+    summary["pareto_size"] = len(pareto)
+    if volume.reference is not None:
+        summary["hypervolume"] = volume.latest
+    _log_front(tracker, history, objectives)
     return SearchOutcome(
+        filtered=filtered,
+        pareto=pareto,
         arch=best.arch,
         score=float(best.evaluation.score),  # type: ignore[arg-type]
         summary=summary,
@@ -710,3 +783,64 @@ def discrete_search(strategy: SearchStrategy, context: SearchContext) -> SearchO
             for c in history
         ],
     )
+
+
+class _HypervolumeLog:
+    """The hypervolume of the full-fidelity candidates so far, against `reference` (None:
+    not measured), candidate by candidate; a resumed search starts from the candidates
+    it had tracked."""
+
+    def __init__(
+        self,
+        objectives: Sequence[Objective],
+        reference: Sequence[float] | None,
+        resumed: dict[str, Any] | None,
+        space: SearchSpace,
+    ) -> None:
+        self.objectives = list(objectives)
+        self.reference = None if reference is None else list(reference)
+        self.maximize = maximize_flags(self.objectives)
+        self.points: list[np.ndarray] = []
+        self.latest = 0.0
+        if resumed is not None and self.reference is not None:
+            tracked = resumed["history"][: resumed.get("notified", len(resumed["history"]))]
+            for data in tracked:
+                self.add(Candidate.from_json(data, space))
+
+    def add(self, candidate: Candidate) -> float | None:
+        if self.reference is None:
+            return None
+        if candidate.evaluation.status == "ok":
+            vector = objective_vector(candidate.evaluation, self.objectives)
+            if vector is not None:
+                self.points.append(vector)
+        if self.points:
+            self.latest = hypervolume(np.stack(self.points), self.reference, self.maximize)
+        return self.latest
+
+
+def _log_front(tracker: Any, history: Sequence[Candidate], objectives: Sequence[Objective]) -> None:
+    """The front's picture (``pareto.png``) for a tracker that keeps files."""
+    if not tracker.keeps_artifacts:
+        return
+    scored = [
+        v
+        for c in history
+        if c.evaluation.status == "ok"
+        and (v := objective_vector(c.evaluation, objectives)) is not None
+    ]
+    if not scored:
+        return
+    import tempfile
+
+    from nasflow.plots import render_pareto
+
+    points = np.stack(scored)
+    maximize = maximize_flags(objectives)
+    png = render_pareto(
+        points, front_mask(points, maximize), [str(o.name) for o in objectives], maximize
+    )
+    with tempfile.TemporaryDirectory(prefix="nasflow-pareto-") as folder:
+        path = Path(folder) / "pareto.png"
+        path.write_bytes(png)
+        tracker.log_artifact(str(path))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,3 +24,63 @@ def count_flops(network: nn.Module, input_shape: Sequence[int]) -> int:
         network(torch.zeros(1, *input_shape, device=device))
     network.train(was_training)
     return int(counter.get_total_flops())
+
+
+def latency_ms(
+    network: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    threads: int = 1,
+    warmup: int = 10,
+    repeats: int = 50,
+    device: str = "cpu",
+) -> float:
+    """The median wall time (ms) of one forward pass of `batch_size` images, in eval mode
+    and without autograd, on `device` with torch on `threads` threads, after `warmup`
+    passes that are not timed; `repeats` passes are timed one by one."""
+    import statistics
+    import time
+
+    was_training, previous_threads = network.training, torch.get_num_threads()
+    target = torch.device(device)
+    network = network.to(target).eval()
+    batch = torch.zeros(batch_size, *input_shape, device=target)
+    synchronize = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
+    times = []
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                network(batch)
+            synchronize()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                network(batch)
+                synchronize()
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous_threads)
+        network.train(was_training)
+    return 1000 * statistics.median(times)
+
+
+def cheap_measures(
+    build: Callable[[], nn.Module],
+    input_shape: Sequence[int],
+    needed: Sequence[str],
+    latency: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """What a network measures before training, of `needed`: ``params``, ``flops``,
+    ``latency_ms`` (with `latency`'s settings, `latency_ms`'s arguments). The network is
+    built by `build` under its own random state, so measuring draws nothing from the
+    caller's generator."""
+    with torch.random.fork_rng():
+        network = build()
+    found: dict[str, float] = {}
+    if "params" in needed:
+        found["params"] = float(count_params(network))
+    if "flops" in needed:
+        found["flops"] = float(count_flops(network, input_shape))
+    if "latency_ms" in needed:
+        found["latency_ms"] = latency_ms(network, input_shape, **dict(latency or {}))
+    return found

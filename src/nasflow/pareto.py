@@ -195,3 +195,35 @@ def reference_point(
             raise NasflowError(f"{key}.{objective.name} must be a finite number, got {value!r}")
         point.append(number)
     return point
+
+
+def front_records(
+    candidates: Sequence[Any], objectives: Sequence[Objective]
+) -> list[dict[str, Any]]:
+    """The non-dominated candidates (full-fidelity ones with every objective) over
+    `objectives`, best first by the first objective: iteration, proposal, architecture
+    and their objectives by name."""
+    scored = []
+    for candidate in candidates:
+        if candidate.evaluation.status != "ok":
+            continue
+        vector = objective_vector(candidate.evaluation, objectives)
+        if vector is not None:
+            scored.append((candidate, vector))
+    if not scored:
+        return []
+    mask = front_mask(np.stack([v for _, v in scored]), maximize_flags(objectives))
+    front = [entry for entry, on in zip(scored, mask, strict=True) if on]
+    first = objectives[0]
+    front.sort(key=lambda entry: -entry[1][0] if first.maximize else entry[1][0])
+    return [
+        {
+            "iteration": candidate.iteration,
+            "proposal": candidate.proposal,
+            "id": candidate.arch.id,
+            "description": candidate.arch.describe(),
+            "architecture": candidate.arch.to_json(),
+            "objectives": {o.name: float(v) for o, v in zip(objectives, vector, strict=True)},
+        }
+        for candidate, vector in front
+    ]

@@ -70,3 +70,29 @@ def render_alpha_heatmap(records: Sequence[Mapping[str, Any]], ops: Sequence[str
     out = io.BytesIO()
     canvas.print_png(out)
     return out.getvalue()
+
+
+def render_pareto(
+    points: np.ndarray, on_front: np.ndarray, names: Sequence[str], maximize: Sequence[bool]
+) -> bytes:
+    """A PNG of every candidate in the first two objectives, the front joined up and
+    marked; the axes say which way is better."""
+    if len(points) == 0:
+        raise NasflowError("no candidate to draw a front of")
+    figure = Figure(figsize=(6, 4.5), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.scatter(points[:, 1], points[:, 0], s=14, color="0.6", label="candidates")
+    front = points[on_front]
+    front = front[np.argsort(front[:, 1])]
+    axes.step(front[:, 1], front[:, 0], where="post", color="tab:red", linewidth=1)
+    axes.scatter(front[:, 1], front[:, 0], s=30, color="tab:red", label=f"front ({len(front)})")
+    way = {True: "higher is better", False: "lower is better"}
+    axes.set_xlabel(f"{names[1]} ({way[bool(maximize[1])]})")
+    axes.set_ylabel(f"{names[0]} ({way[bool(maximize[0])]})")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    return png.getvalue()

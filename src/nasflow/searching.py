@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from nasflow.constraints import Screen
     from nasflow.estimators.base import Estimator
     from nasflow.executors import Executor
     from nasflow.loop import Checkpoint, Stopping
+    from nasflow.pareto import Objective
     from nasflow.search_spaces.base import Architecture, SearchSpace
     from nasflow.tracking.base import Tracker
     from nasflow.training.data import InMemoryData
@@ -40,6 +42,12 @@ class SearchContext:
         resumed: What `checkpoint` held when the stage started, to continue from.
         failure_log: Where failed candidates' tracebacks go.
         on_epoch: Called with each epoch's record of a one-shot search (after logging).
+        screen: Measures proposals before training and filters out those that break
+            ``search.constraints`` (None: no constraints, no cheap measures needed).
+        objectives: What the front is over (``search.objectives``, or the score against
+            the parameters).
+        reference: The hypervolume's reference point, one value per objective; None:
+            no hypervolume is logged.
     """
 
     data: InMemoryData
@@ -53,6 +61,9 @@ class SearchContext:
     resumed: dict[str, Any] | None = None
     failure_log: Path | None = None
     on_epoch: Callable[[dict[str, Any]], None] = lambda record: None
+    screen: Screen | None = None
+    objectives: list[Objective] = field(default_factory=list)
+    reference: list[float] | None = None
 
 
 @dataclass
@@ -66,6 +77,10 @@ class SearchOutcome:
         history: One JSON record per candidate or per supernet epoch (history.jsonl).
         progress_columns: The header of progress.csv (a DVC plot of `best_score`).
         progress: Its rows.
+        filtered: The proposals filtered out before training, with their reasons
+            (filtered.jsonl).
+        pareto: The non-dominated candidates over the context's objectives, each with
+            its objectives by name (pareto.json, pareto.csv).
     """
 
     arch: Architecture
@@ -74,6 +89,8 @@ class SearchOutcome:
     history: list[dict[str, Any]]
     progress_columns: list[str]
     progress: list[list[Any]] = field(default_factory=list)
+    filtered: list[dict[str, Any]] = field(default_factory=list)
+    pareto: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Searcher(Protocol):

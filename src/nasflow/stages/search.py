@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,11 +14,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nasflow.artifacts import architecture_record
-from nasflow.errors import check_optional_int
+from nasflow.constraints import CHEAP, Screen, parse_constraints
+from nasflow.errors import NasflowError, check_optional_int
 from nasflow.interrupts import keep
 from nasflow.locks import ProcessLock
 from nasflow.loop import Checkpoint, Stopping
+from nasflow.measure import cheap_measures
 from nasflow.outputs import OutputSet, check_writable
+from nasflow.pareto import DEFAULT_OBJECTIVES, Objective, parse_objectives, reference_point
 from nasflow.searching import SearchContext, Searcher, SearchOutcome
 from nasflow.tracking import OWNER_TAG, Tracker, TrackingError, git_commit
 from nasflow.training import InMemoryData
@@ -82,6 +86,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     tracker.log_metrics(reference, step=int(record["epoch"]))
                 _log_epoch(record)
 
+            screen, objectives, reference = _objectives_and_screen(cfg, space, data)
             context = SearchContext(
                 data=data,
                 trainer=trainer,
@@ -96,6 +101,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 resumed=resumed,
                 failure_log=Path(cfg.paths.search) / "failures.log",
                 on_epoch=on_epoch,
+                screen=screen,
+                objectives=objectives,
+                reference=reference,
             )
             try:
                 outcome = strategy.run(context)
@@ -115,6 +123,57 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         lock.path.unlink(missing_ok=True)
     log.info("best %.4f: %s", outcome.score, outcome.arch.describe())
     return summary
+
+
+def _objectives_and_screen(
+    cfg: DictConfig, space: Any, data: InMemoryData
+) -> tuple[Screen | None, list[Objective], list[float] | None]:
+    """The search's objectives, its hypervolume reference point (None when not given)
+    and the screen that measures proposals before training (None when no constraint or
+    objective needs a cheap measure); bad settings fail here, before any work."""
+    objectives = parse_objectives(cfg.search.objectives)
+    if len(objectives) == 1:
+        raise NasflowError(
+            f"search.objectives names one objective ({objectives[0]}); name two or more "
+            "for a front, e.g. [val_acc:max,params:min], or none to search on the score"
+        )
+    reference = None
+    if cfg.search.reference:
+        front_objectives = objectives or parse_objectives(DEFAULT_OBJECTIVES)
+        reference = reference_point(cfg.search.reference, front_objectives, "search.reference")
+    constraints = parse_constraints(cfg.search.constraints)
+    needed = sorted({c.name for c in constraints} | {o.name for o in objectives} & set(CHEAP))
+    if not needed:
+        return None, objectives, reference
+    info = data.info
+    latency = cast(dict[str, Any], OmegaConf.to_container(cfg.latency, resolve=True))
+    check_latency_device(str(latency["device"]))
+
+    def measure(arch: Any, names: Sequence[str]) -> dict[str, float]:
+        return cheap_measures(
+            lambda: space.build(arch, info.input_shape, info.num_classes),
+            info.input_shape,
+            names,
+            latency,
+        )
+
+    return Screen(measure, constraints, needed), objectives, reference
+
+
+def check_latency_device(device: str) -> None:
+    """A NasflowError unless `device` (``latency.device``) is one torch has here."""
+    import torch
+
+    try:
+        target = torch.device(device)
+    except RuntimeError:
+        raise NasflowError(
+            f"latency.device={device} is not a device; use cpu, cuda or cuda:N"
+        ) from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise NasflowError(f"latency.device={device} but this machine has no CUDA GPU; use cpu")
+    if target.type not in ("cpu", "cuda"):
+        raise NasflowError(f"latency.device={device}: latency is measured on cpu or cuda")
 
 
 def _tags(cfg: DictConfig, strategy: str, space: str, data: InMemoryData) -> dict[str, str]:
@@ -155,6 +214,8 @@ def _fingerprint(config: dict[str, Any], data_hash: str) -> str:
     how candidates score, but not the stopping rules or where results go."""
     keys = ("seed", "search_space", "strategy", "estimator", "trainer", "executor")
     identity = {key: config[key] for key in keys} | {"data": data_hash}
+    if constraints := config.get("search", {}).get("constraints"):  # they change what trains
+        identity |= {"constraints": constraints, "latency": config.get("latency")}
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -167,5 +228,22 @@ def _write_outputs(
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in outcome.history)
         outputs.write_text("history.jsonl", lines)
         outputs.write_csv("progress.csv", outcome.progress_columns, outcome.progress)
+        filtered = "".join(json.dumps(r, sort_keys=True) + "\n" for r in outcome.filtered)
+        outputs.write_text("filtered.jsonl", filtered)
+        outputs.write_json("pareto.json", {"front": outcome.pareto})
+        # The DVC plot reads fixed columns (first against second objective); each
+        # objective also has its own, by name.
+        names = list(outcome.pareto[0]["objectives"]) if outcome.pareto else []
+        rows = [
+            [
+                r["iteration"],
+                *(list(r["objectives"].values())[:2]),
+                *(r["objectives"][n] for n in names),
+                r["description"],
+            ]
+            for r in outcome.pareto
+        ]
+        columns = ["iteration", "first_objective", "second_objective", *names, "description"]
+        outputs.write_csv("pareto.csv", columns, rows)
         outputs.write_json("summary.json", summary)
         outputs.write_json("best_architecture.json", record)
