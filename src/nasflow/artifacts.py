@@ -57,6 +57,22 @@ def read_json(path: str | Path, produced_by: str) -> Any:
         raise NasflowError(f"{path} is not valid JSON: {error}") from None
 
 
+def read_jsonl(path: str | Path, produced_by: str) -> list[Any]:
+    """Read a JSON-lines file another stage wrote, one record a line; a missing file or a
+    malformed line is a NasflowError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise NasflowError(f"{path} not found; run the {produced_by} stage first")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise NasflowError(f"{path}, line {number}, is not valid JSON: {error}") from None
+    return records
+
+
 def architecture_record(space: SearchSpace, arch: Architecture, **extra: Any) -> dict[str, Any]:
     """The JSON form an architecture travels in between stages and to people."""
     return {

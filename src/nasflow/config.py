@@ -109,6 +109,10 @@ class RetrainConfig:
     # one process each; on a machine without GPUs, devices=N runs N CPU processes (gloo).
     devices: Any = 1
     strategy: str = "auto"
+    # Which searched candidate to retrain (nasflow.selection): best (the best score), knee
+    # (of the front), smallest_within:0.5 (the fewest parameters within 0.5 points of
+    # the best score) or an index into the front (pareto.json, best first).
+    select: Any = "best"
 
 
 @dataclass

@@ -755,6 +755,7 @@ def discrete_search(strategy: SearchStrategy, context: SearchContext) -> SearchO
     return SearchOutcome(
         filtered=filtered,
         pareto=pareto,
+        pareto_objectives=[str(o) for o in objectives],
         arch=best.arch,
         score=float(best.evaluation.score),  # type: ignore[arg-type]
         summary=summary,

@@ -81,6 +81,7 @@ class SearchOutcome:
             (filtered.jsonl).
         pareto: The non-dominated candidates over the context's objectives, each with
             its objectives by name (pareto.json, pareto.csv).
+        pareto_objectives: Those objectives, as ``name:max`` or ``name:min``.
     """
 
     arch: Architecture
@@ -91,6 +92,7 @@ class SearchOutcome:
     progress: list[list[Any]] = field(default_factory=list)
     filtered: list[dict[str, Any]] = field(default_factory=list)
     pareto: list[dict[str, Any]] = field(default_factory=list)
+    pareto_objectives: list[str] = field(default_factory=list)  # "name:max", the front's
 
 
 class Searcher(Protocol):

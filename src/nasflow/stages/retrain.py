@@ -13,13 +13,20 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nasflow.artifacts import read_architecture
+from nasflow.artifacts import (
+    architecture_from_record,
+    architecture_record,
+    read_architecture,
+    read_json,
+    read_jsonl,
+)
 from nasflow.errors import NasflowError, check_int
 from nasflow.interrupts import keep
 from nasflow.locks import LOCK_NAME, ProcessLock
 from nasflow.measure import count_flops, count_params
 from nasflow.outputs import OutputSet, sha256_file
 from nasflow.search_spaces.base import Architecture, SearchSpace
+from nasflow.selection import parse_rule, select
 from nasflow.tracking import OWNER_TAG, Tracker, git_commit
 from nasflow.training import InMemoryData, InMemoryDataModule, fit
 from nasflow.training.checks import check_optimizers, check_trainer
@@ -54,6 +61,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     epochs = check_int("retrain.epochs", cfg.retrain.epochs)
     batch_size = check_int("retrain.batch_size", cfg.retrain.batch_size)
+    parse_rule(cfg.retrain.select)  # a bad rule fails before any work
     check_optimizers(cfg.retrain, "retrain")
     devices, strategy = cfg.retrain.devices, cfg.retrain.strategy
     where = f"trainer with retrain.devices={devices} and retrain.strategy={strategy}"
@@ -64,9 +72,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     lock = ProcessLock(outputs.folder / LOCK_NAME, f"the retrain outputs {outputs.folder}")
     tracker: Tracker = instantiate(cfg.tracking)  # checks the store
     space = retrain_space(cfg)
-    arch, record = read_architecture(
-        Path(cfg.paths.search) / "best_architecture.json", space, produced_by="search"
-    )
+    arch, record = chosen_architecture(cfg, space)
     # Train and val together: the search has already used val to choose. Test stays unseen.
     data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
     info = data.info
@@ -110,6 +116,34 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
             outputs.commit()
     return metrics
+
+
+def chosen_architecture(cfg: DictConfig, space: SearchSpace) -> tuple[Architecture, dict[str, Any]]:
+    """The architecture ``retrain.select`` picks from the search's outputs, and its record
+    (``best_architecture.json``'s form, with why it was chosen as ``selected``)."""
+    folder = Path(cfg.paths.search)
+    arch, record = read_architecture(folder / "best_architecture.json", space, produced_by="search")
+    rule, _ = parse_rule(cfg.retrain.select)
+    if rule == "best":
+        return arch, record
+    history = read_jsonl(folder / "history.jsonl", produced_by="search")
+    picked = select(cfg.retrain.select, history, read_json(folder / "pareto.json", "search"))
+    assert picked is not None
+    source = folder / "history.jsonl"
+    arch = architecture_from_record(
+        {**record, "architecture": picked["architecture"]}, space, source
+    )
+    chosen = architecture_record(
+        space,
+        arch,
+        score=picked.get("score"),
+        search_run_id=record.get("search_run_id"),
+        selected=picked["selected"],
+        searched_params=picked.get("params"),
+        best_score=record.get("score"),
+    )
+    log.info("retrain.select=%s: %s", cfg.retrain.select, picked["selected"])
+    return arch, chosen
 
 
 def _trainer_node(cfg: DictConfig) -> DictConfig:
@@ -165,9 +199,7 @@ def _train_replica(cfg: DictConfig, epochs: int, batch_size: int) -> dict[str, A
     process and take part in its checkpoint (which that one writes); nothing else. The
     outputs, the lock and the tracking are the first process's."""
     space = retrain_space(cfg)
-    arch, _ = read_architecture(
-        Path(cfg.paths.search) / "best_architecture.json", space, produced_by="search"
-    )
+    arch, _ = chosen_architecture(cfg, space)
     data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
     _, trainer, _ = _fit(cfg, space, arch, data, epochs, batch_size, logger=False)
     with tempfile.TemporaryDirectory() as unused:  # only the first process writes

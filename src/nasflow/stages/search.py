@@ -230,7 +230,9 @@ def _write_outputs(
         outputs.write_csv("progress.csv", outcome.progress_columns, outcome.progress)
         filtered = "".join(json.dumps(r, sort_keys=True) + "\n" for r in outcome.filtered)
         outputs.write_text("filtered.jsonl", filtered)
-        outputs.write_json("pareto.json", {"front": outcome.pareto})
+        outputs.write_json(
+            "pareto.json", {"objectives": outcome.pareto_objectives, "front": outcome.pareto}
+        )
         # The DVC plot reads fixed columns (first against second objective); each
         # objective also has its own, by name.
         names = list(outcome.pareto[0]["objectives"]) if outcome.pareto else []
