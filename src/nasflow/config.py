@@ -54,6 +54,7 @@ class PathsConfig:
     search: str = "results/search"
     retrain: str = "results/retrain"
     evaluate: str = "results/evaluate"
+    export: str = "results/export"
     # In-progress searches, to resume after an interruption; not a DVC output, because DVC
     # deletes a stage's outputs before running it again.
     checkpoints: str = "checkpoints"
@@ -91,6 +92,15 @@ class LatencyConfig:
     threads: PositiveInt = 1  # torch's threads on the CPU
     warmup: NonNegativeInt = 10
     repeats: PositiveInt = 30
+
+
+@dataclass
+class ExportConfig:
+    """The export stage (`nasflow.stages.export`): ONNX and TorchScript, checked."""
+
+    # The largest absolute difference from PyTorch's logits an export may have.
+    tolerance: PositiveFloat = 1e-4
+    test_batch: PositiveInt = 256  # test images the formats are compared on
 
 
 @dataclass
@@ -165,6 +175,7 @@ class NasflowConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     inspect: InspectConfig = field(default_factory=InspectConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)

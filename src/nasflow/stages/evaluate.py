@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from nasflow.artifacts import read_architecture, read_json
 from nasflow.errors import NasflowError, first_line
 from nasflow.outputs import OutputSet, sha256_file
+from nasflow.search_spaces.base import Architecture
 from nasflow.tracking import Tracker, git_commit
 from nasflow.training import InMemoryData
 
@@ -26,18 +27,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     (together, once they are also tracked)."""
     outputs = OutputSet(cfg.paths.evaluate, "paths.evaluate", last="metrics.json")
     tracker: Tracker = instantiate(cfg.tracking)  # checks the store
-    model_dir = Path(cfg.paths.retrain)
-    # Built in the space retrain built it in (which may be stacked larger than the search's).
-    model = read_json(model_dir / "model.json", produced_by="retrain")
-    built_in = model.get("search_space") if isinstance(model, dict) else None
-    space = instantiate(built_in or cfg.search_space)
-    arch, record = read_architecture(model_dir / "model.json", space, produced_by="retrain")
-    weights = _network_weights(model_dir / "model.ckpt", record.get("checkpoint_sha256"))
     data = InMemoryData.load(cfg.paths.prepared, ("test",))
     info = data.info
-    network = space.build(arch, info.input_shape, info.num_classes)
-    network.load_state_dict(weights)
-    network.eval()
+    network, arch, record = retrained_network(cfg, info.input_shape, info.num_classes)
 
     images, labels = data.splits["test"].tensors
     with torch.no_grad():
@@ -83,6 +75,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         outputs.commit()
     log.info("test accuracy %.4f on %d images", metrics["test_acc"], len(labels))
     return metrics
+
+
+def retrained_network(
+    cfg: DictConfig, input_shape: Any, num_classes: int
+) -> tuple[torch.nn.Module, Architecture, dict[str, Any]]:
+    """The retrained network in eval mode, its architecture and model.json's record, from
+    ``paths.retrain`` (its checkpoint checked against the hash model.json records)."""
+    model_dir = Path(cfg.paths.retrain)
+    # Built in the space retrain built it in (which may be stacked larger than the search's).
+    model = read_json(model_dir / "model.json", produced_by="retrain")
+    built_in = model.get("search_space") if isinstance(model, dict) else None
+    space = instantiate(built_in or cfg.search_space)
+    arch, record = read_architecture(model_dir / "model.json", space, produced_by="retrain")
+    weights = _network_weights(model_dir / "model.ckpt", record.get("checkpoint_sha256"))
+    network = space.build(arch, input_shape, num_classes)
+    network.load_state_dict(weights)
+    network.eval()
+    return network, arch, record
 
 
 def _network_weights(checkpoint: Path, sha256: str | None) -> dict[str, torch.Tensor]:

@@ -79,6 +79,10 @@ class Tracker(Component):
     def log_model(self, network: nn.Module, example: Any) -> None:
         """Store a trained network as a model of the open run."""
 
+    def log_onnx_model(self, path: str, example: Any, output: Any) -> None:
+        """Store an exported ONNX file as a model of the open run, its signature read
+        from `example` (inputs) and `output` (what the model gives for them)."""
+
     def lightning_logger(self) -> Any:
         """A Lightning logger writing to the open run, or False."""
         return False

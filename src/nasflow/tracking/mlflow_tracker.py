@@ -305,6 +305,30 @@ class MlflowTracker(Tracker):
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
 
+    def log_onnx_model(self, path: str, example: Any, output: Any) -> None:
+        import mlflow.onnx
+        import onnx
+        import onnxruntime
+        from mlflow.models import infer_signature
+
+        assert self.run_id is not None
+        mlflow.set_tracking_uri(self.uri)
+        with _store_errors(self.uri), mlflow.start_run(run_id=self.run_id):
+            mlflow.onnx.log_model(
+                onnx.load(path),
+                name="onnx_model",
+                input_example=example,
+                signature=infer_signature(example, output),
+                onnx_execution_providers=["CPUExecutionProvider"],
+                save_as_external_data=False,
+                # What running it needs, named rather than inferred (inferring imports
+                # the model in a subprocess).
+                pip_requirements=[
+                    f"onnx=={onnx.__version__}",
+                    f"onnxruntime=={onnxruntime.__version__}",
+                ],
+            )
+
     def lightning_logger(self) -> Any:
         from pytorch_lightning.loggers import MLFlowLogger
 
