@@ -113,3 +113,60 @@ def test_an_export_beyond_the_tolerance_fails_and_writes_nothing(retrained: Dict
     with pytest.raises(NasflowError, match=r"differs from PyTorch by .* nothing was written"):
         export.run(retrained)
     assert not Path(retrained.paths.export, "metrics.json").exists()
+
+
+def _write_test_pngs(cfg: DictConfig, folder: Path, count: int) -> None:
+    """The first `count` test images as PNGs (uint8, as prepared), in test order."""
+    from PIL import Image
+
+    images = torch.load(Path(cfg.paths.prepared) / "test.pt", weights_only=True)["images"]
+    folder.mkdir()
+    for i, image in enumerate(images[:count]):
+        array = image.numpy()
+        mode = "L" if array.shape[0] == 1 else "RGB"
+        picture = array[0] if mode == "L" else array.transpose(1, 2, 0)
+        Image.fromarray(picture, mode).save(folder / f"{i:03d}.png")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["onnx", "ckpt"])
+def test_predict_on_pngs_of_the_test_split_gives_evaluate_s_predictions(
+    retrained: DictConfig, tmp_path: Path, model: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from PIL import Image
+
+    from nasflow.stages import predict
+
+    cfg = retrained
+    if model == "onnx":
+        export.run(cfg)
+    folder = tmp_path / "new"
+    _write_test_pngs(cfg, folder, 20)
+    (folder / "notes.txt").write_text("not an image")
+    Image.new("RGBA", (8, 8)).save(folder / "zz_alpha.png")
+    cfg.predict.inputs = str(folder)
+    cfg.predict.model = model
+    cfg.predict.output = str(tmp_path / "predictions.csv")
+    summary = predict.run(cfg)
+    assert summary == {"predicted": 20, "skipped": 2, "output": cfg.predict.output}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("notes.txt: not an image" in w for w in warnings)
+    assert any("zz_alpha.png: has 4 channels (RGBA)" in w for w in warnings)
+
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()[1:]
+    predicted = [row.split(",")[1] for row in rows]
+    evaluated = (Path(cfg.paths.evaluate) / "predictions.csv").read_text().splitlines()[1:21]
+    assert predicted == [row.split(",")[1] for row in evaluated]
+    assert all(0 < float(row.split(",")[2]) <= 1 for row in rows)
+
+
+def test_predict_refuses_an_empty_folder_and_an_unknown_model(tmp_path: Path) -> None:
+    from nasflow.stages import predict
+    from tests.conftest import compose_config
+
+    cfg = compose_config([f"predict.inputs={tmp_path}"])
+    with pytest.raises(NasflowError, match=r"is an empty folder"):
+        predict.run(cfg)
+    cfg.predict.model = "tflite"
+    with pytest.raises(NasflowError, match=r"predict\.model=tflite is not a model; choose from"):
+        predict.run(cfg)

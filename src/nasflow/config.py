@@ -104,6 +104,15 @@ class ExportConfig:
 
 
 @dataclass
+class PredictConfig:
+    """`pipelines/predict.py`: classes for new images."""
+
+    inputs: str | None = None  # an image file, or a folder of them (not searched below)
+    model: str = "onnx"  # onnx: <paths.export>/model.onnx; ckpt: the retrained checkpoint
+    output: str = "predictions.csv"  # file, class, probability: one row per image read
+
+
+@dataclass
 class RetrainConfig:
     epochs: PositiveInt = 40
     batch_size: PositiveInt = 64
@@ -176,6 +185,7 @@ class NasflowConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     inspect: InspectConfig = field(default_factory=InspectConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.error import URLError
 
 import numpy as np
@@ -261,15 +261,10 @@ class ImageFolder(DataSource):
             The class names, the split, and the paths of the images that could not be
             decoded (their rows of the split are left blank; the caller refuses them).
         """
-        from torchvision import datasets, transforms
+        from torchvision import datasets
         from torchvision.datasets.folder import default_loader
 
-        steps: list[torch.nn.Module] = [transforms.Resize((self.image_size, self.image_size))]
-        if self.channels == 1:
-            # torchvision's loader always yields RGB, so grayscale is a conversion step.
-            steps.append(transforms.Grayscale(num_output_channels=1))
-        steps.append(transforms.PILToTensor())
-        transform = transforms.Compose(steps)
+        transform = image_transform(self.image_size, self.channels)
         try:
             # Only for its file discovery (extensions, class order); decoding is ours, so
             # that a bad file is recorded and the rest still read.
@@ -292,6 +287,20 @@ class ImageFolder(DataSource):
                 continue
             images[i] = transform(image)
         return tuple(ds.classes), Split(images, labels), failed
+
+
+def image_transform(image_size: int, channels: int) -> Any:
+    """What becomes of a decoded (RGB, torchvision's loader) image: resized to image_size
+    x image_size, made grayscale for one channel, as a uint8 CxHxW tensor. The image
+    folder source prepares with it and `pipelines/predict.py` reads new images with it."""
+    from torchvision import transforms
+
+    steps: list[torch.nn.Module] = [transforms.Resize((image_size, image_size))]
+    if channels == 1:
+        # torchvision's loader always yields RGB, so grayscale is a conversion step.
+        steps.append(transforms.Grayscale(num_output_channels=1))
+    steps.append(transforms.PILToTensor())
+    return transforms.Compose(steps)
 
 
 def _class_folders(folder: Path) -> list[str]:
