@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,9 +25,11 @@ from nasflow.pareto import (
     pareto_ranks,
     parse_objectives,
     reference_point,
+    scalarization,
 )
 from nasflow.records import Evaluation
 from nasflow.search_spaces.nb201 import NB201Space
+from nasflow.search_strategies.evolution import RegularizedEvolution
 from nasflow.search_strategies.mo_evolution import MultiObjectiveEvolution
 from nasflow.search_strategies.nsga2 import NSGA2Search
 from nasflow.search_strategies.random import RandomSearch
@@ -191,3 +194,60 @@ def benchmark_mo_summary(overrides: list[str]) -> dict[str, object]:
     from nasflow.stages import benchmark
 
     return benchmark.run(compose_config(["tracking=none", "estimator=nb201_table", *overrides]))
+
+
+def test_a_scalarization_measures_each_objective_from_the_reference() -> None:
+    objectives = parse_objectives(["val_acc:max", "latency_ms:min"])
+    evaluation = Evaluation("ok", score=0.95, metrics={"val_acc": 0.95, "latency_ms": 1.0})
+    # val_acc: (0.95 - 0.9) / 0.9; latency: (2 - 1) / 2.
+    weighted = scalarization("weighted", [1, 2], objectives, [0.9, 2.0])
+    chebyshev = scalarization("chebyshev", [1, 2], objectives, [0.9, 2.0])
+    assert weighted is not None and chebyshev is not None
+    assert weighted(evaluation) == pytest.approx(0.05 / 0.9 + 2 * 0.5)
+    assert chebyshev(evaluation) == pytest.approx(0.05 / 0.9)
+    assert weighted(Evaluation("failed")) is None
+    assert scalarization(None, [], objectives, None) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "weights", "reference", "expected"),
+    [
+        ("sum", [], [0.9, 2.0], "search.scalarize=sum is not a scalarization; choose from"),
+        ("weighted", [1.0], [0.9, 2.0], "search.weights has 1 weights for 2 objectives"),
+        ("weighted", [0.0, 0.0], [0.9, 2.0], "must be non-negative numbers, not all 0"),
+        ("weighted", [], None, "search.scalarize measures each objective from search.reference"),
+    ],
+)
+def test_a_bad_scalarization_is_one_line(
+    kind: str, weights: list[float], reference: list[float] | None, expected: str
+) -> None:
+    objectives = parse_objectives(["val_acc:max", "latency_ms:min"])
+    with pytest.raises(NasflowError) as error:
+        scalarization(kind, weights, objectives, reference)
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_single_objective_strategy_learns_the_scalarization_and_the_record_keeps_the_score() -> (
+    None
+):
+    space = NB201Space()
+    estimator = NB201TableEstimator(space)
+    objectives = parse_objectives(OBJECTIVES)
+    scalar = scalarization("chebyshev", [1.0, 1.0], objectives, REFERENCE)
+    strategy = RegularizedEvolution(space, 30, seed=0)
+    history = run_search(strategy, estimator, LocalExecutor(), 0, scalarize=scalar)
+    assert all(c.evaluation.metrics["scalarized"] == scalar(c.evaluation) for c in history)  # type: ignore[misc]
+    assert all(c.evaluation.score == c.evaluation.metrics["val_acc"] for c in history)
+    told = {arch.id: score for arch, score in strategy.population}
+    assert all(told[c.arch.id] == c.evaluation.metrics["scalarized"] for c in history[-20:])
+
+
+def test_a_multi_objective_strategy_refuses_a_scalarization(tiny_cfg: Any) -> None:
+    from nasflow.stages import search
+
+    tiny_cfg.strategy = compose_config(["strategy=nsga2"]).strategy
+    tiny_cfg.search.objectives = ["val_acc:max", "params:min"]
+    tiny_cfg.search.reference = {"val_acc": 0.5, "params": 1e6}
+    tiny_cfg.search.scalarize = "weighted"
+    with pytest.raises(NasflowError, match=r"strategy=nsga2 optimises search\.objectives itself"):
+        search.run(tiny_cfg)

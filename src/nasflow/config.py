@@ -29,7 +29,7 @@ from annotated_types import Ge, Interval
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from nasflow.ranges import NonNegativeInt, PositiveFloat, PositiveInt, Seed, check
+from nasflow.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Seed, check
 from nasflow.registry import COMPONENTS, DATA_SOURCES
 from nasflow.schemas import cached, dataclass_fields, number_kind, schema
 
@@ -77,6 +77,10 @@ class SearchConfig:
     objectives: list[Any] = field(default_factory=list)
     # The hypervolume's reference point, a value per objective, e.g. {val_acc:0.85,params:1.6e6}.
     reference: dict[str, Any] = field(default_factory=dict)
+    # A single-objective strategy on several objectives: weighted or chebyshev
+    # (nasflow.pareto.Scalarization), with a weight per objective (none: equal weights).
+    scalarize: str | None = None
+    weights: list[NonNegativeFloat] = field(default_factory=list)
     # Bounds on what a proposal measures before training (nasflow.constraints), e.g.
     # ["params<=5e4", "latency_ms<5"]: a proposal that breaks one is never trained.
     constraints: list[str] = field(default_factory=list)

@@ -332,9 +332,11 @@ class _Search:
         on_candidate: Callable[[Candidate], None],
         failure_log: Path | None,
         screen: Screen | None = None,
+        scalarize: Callable[[Evaluation], float | None] | None = None,
     ) -> None:
         self.strategy = strategy
         self.screen = screen
+        self.scalarize = scalarize
         self.estimator = estimator
         self.executor = executor
         self.seed = seed
@@ -406,7 +408,17 @@ class _Search:
             return
         if self.screen is not None:
             self.screen.annotate(task.arch, evaluation)
-        self.strategy.tell(task.arch, evaluation)
+        if self.scalarize is None:
+            self.strategy.tell(task.arch, evaluation)
+        else:
+            # The strategy learns from the one score; the record keeps every objective.
+            scalar = self.scalarize(evaluation) if evaluation.status == "ok" else None
+            if scalar is not None:
+                evaluation.metrics["scalarized"] = scalar
+            told = Evaluation.from_json({**evaluation.to_json(), "score": scalar})
+            if scalar is None and evaluation.status == "ok":
+                told.status = "failed"  # no objective vector: the worst, as a failure is
+            self.strategy.tell(task.arch, told)
         self.cost += evaluation.cost
         # Only full-fidelity scores compete: a stopped candidate's score is partial.
         if evaluation.status == "ok" and evaluation.score is not None:
@@ -463,6 +475,7 @@ def run_search(
     on_start: Callable[[Task], None] = lambda _: None,
     on_epoch: Callable[[Task, dict[str, Any]], None] = lambda task, record: None,
     screen: Screen | None = None,
+    scalarize: Callable[[Evaluation], float | None] | None = None,
 ) -> list[Candidate]:
     """Run the search until the budget is spent, a stopping rule fires or the strategy has
     nothing left to ask.
@@ -505,6 +518,9 @@ def run_search(
         screen: Takes each proposal's cheap measures before training and filters out
             those that break a constraint (`nasflow.constraints`); its record of them is
             saved and restored with the checkpoint. None: every proposal trains.
+        scalarize: What the strategy is told as the score of a full-fidelity candidate
+            (`nasflow.pareto.Scalarization`: several objectives in one); its value is
+            also recorded as the metric ``scalarized``. None: the estimator's score.
 
     Returns:
         Every candidate in the order it finished, those of a resumed run first.
@@ -520,6 +536,7 @@ def run_search(
         on_candidate,
         failure_log,
         screen,
+        scalarize,
     )
     full = getattr(estimator, "epochs", None)
 
@@ -714,6 +731,7 @@ def discrete_search(strategy: SearchStrategy, context: SearchContext) -> SearchO
             on_start=tracker.start_candidate,
             on_epoch=tracker.log_epoch,
             screen=context.screen,
+            scalarize=context.scalarize,
         )
     # Only full-fidelity results compete: a stopped candidate's score is partial.
     ok = [c for c in history if c.evaluation.status == "ok" and c.evaluation.score is not None]

@@ -227,3 +227,69 @@ def front_records(
         }
         for candidate, vector in front
     ]
+
+
+SCALARIZATIONS = ("weighted", "chebyshev")
+
+
+@dataclass(frozen=True)
+class Scalarization:
+    """One score from several objectives, for a single-objective strategy.
+
+    Each objective is first its improvement over the reference point, relative to the
+    reference's size (``(f - r) / |r|`` for a maximised one, ``(r - f) / |r|`` for a
+    minimised one; ``|r|`` is 1 when the reference is 0), so that accuracy, parameters
+    and milliseconds are comparable. ``weighted`` sums them with `weights`;
+    ``chebyshev`` takes the smallest weighted one, so that no objective is left behind
+    (its optimum can lie anywhere on the front, not only where the front is convex).
+    """
+
+    kind: str
+    objectives: tuple[Objective, ...]
+    weights: tuple[float, ...]
+    reference: tuple[float, ...]
+
+    def __call__(self, evaluation: Evaluation) -> float | None:
+        vector = objective_vector(evaluation, self.objectives)
+        if vector is None:
+            return None
+        gains = []
+        for objective, value, ref in zip(self.objectives, vector, self.reference, strict=True):
+            scale = abs(ref) or 1.0
+            gains.append((value - ref if objective.maximize else ref - value) / scale)
+        weighted = [w * g for w, g in zip(self.weights, gains, strict=True)]
+        return float(sum(weighted) if self.kind == "weighted" else min(weighted))
+
+
+def scalarization(
+    kind: str | None,
+    weights: Sequence[float] | None,
+    objectives: Sequence[Objective],
+    reference: Sequence[float] | None,
+) -> Scalarization | None:
+    """``search.scalarize`` with ``search.weights`` over the objectives, or None when
+    `kind` is None; a NasflowError for a bad kind, weights or a missing reference."""
+    if kind is None:
+        return None
+    if kind not in SCALARIZATIONS:
+        raise NasflowError(
+            f"search.scalarize={kind} is not a scalarization; choose from "
+            f"{', '.join(SCALARIZATIONS)}"
+        )
+    if len(objectives) < 2:
+        raise NasflowError("search.scalarize needs two or more search.objectives to combine")
+    if reference is None:
+        raise NasflowError(
+            "search.scalarize measures each objective from search.reference; set it, e.g. "
+            "'++search.reference={val_acc:0.9,latency_ms:1}'"
+        )
+    chosen = list(weights) if weights else [1.0] * len(objectives)
+    if len(chosen) != len(objectives):
+        raise NasflowError(
+            f"search.weights has {len(chosen)} weights for {len(objectives)} objectives"
+        )
+    if any(not math.isfinite(float(w)) or float(w) < 0 for w in chosen) or not any(chosen):
+        raise NasflowError(f"search.weights={chosen} must be non-negative numbers, not all 0")
+    return Scalarization(
+        kind, tuple(objectives), tuple(float(w) for w in chosen), tuple(float(r) for r in reference)
+    )

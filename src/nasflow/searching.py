@@ -48,6 +48,8 @@ class SearchContext:
             the parameters).
         reference: The hypervolume's reference point, one value per objective; None:
             no hypervolume is logged.
+        scalarize: What a single-objective strategy is told instead of the score
+            (``search.scalarize``); None: the score.
     """
 
     data: InMemoryData
@@ -64,6 +66,7 @@ class SearchContext:
     screen: Screen | None = None
     objectives: list[Objective] = field(default_factory=list)
     reference: list[float] | None = None
+    scalarize: Callable[[Any], float | None] | None = None
 
 
 @dataclass

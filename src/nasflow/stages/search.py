@@ -21,7 +21,13 @@ from nasflow.locks import ProcessLock
 from nasflow.loop import Checkpoint, Stopping
 from nasflow.measure import cheap_measures
 from nasflow.outputs import OutputSet, check_writable
-from nasflow.pareto import DEFAULT_OBJECTIVES, Objective, parse_objectives, reference_point
+from nasflow.pareto import (
+    DEFAULT_OBJECTIVES,
+    Objective,
+    parse_objectives,
+    reference_point,
+    scalarization,
+)
 from nasflow.searching import SearchContext, Searcher, SearchOutcome
 from nasflow.tracking import OWNER_TAG, Tracker, TrackingError, git_commit
 from nasflow.training import InMemoryData
@@ -59,6 +65,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
     space = instantiate(cfg.search_space)
     strategy: Searcher = instantiate(cfg.strategy, space=space)
+    # What the search optimises and may train: checked before any work.
+    screen, objectives, reference = _objectives_and_screen(cfg, space, data)
+    scalarize = scalarization(cfg.search.scalarize, list(cfg.search.weights), objectives, reference)
+    if scalarize is not None and hasattr(strategy, "objectives"):
+        raise NasflowError(
+            f"strategy={strategy.name} optimises search.objectives itself; "
+            "search.scalarize is for the single-objective strategies"
+        )
     trainer = instantiate(cfg.trainer)
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     checkpoint = Checkpoint(cfg.paths.checkpoints, _fingerprint(config, data.info.content_hash))
@@ -86,7 +100,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     tracker.log_metrics(reference, step=int(record["epoch"]))
                 _log_epoch(record)
 
-            screen, objectives, reference = _objectives_and_screen(cfg, space, data)
             context = SearchContext(
                 data=data,
                 trainer=trainer,
@@ -104,6 +117,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 screen=screen,
                 objectives=objectives,
                 reference=reference,
+                scalarize=scalarize,
             )
             try:
                 outcome = strategy.run(context)
@@ -214,8 +228,12 @@ def _fingerprint(config: dict[str, Any], data_hash: str) -> str:
     how candidates score, but not the stopping rules or where results go."""
     keys = ("seed", "search_space", "strategy", "estimator", "trainer", "executor")
     identity = {key: config[key] for key in keys} | {"data": data_hash}
-    if constraints := config.get("search", {}).get("constraints"):  # they change what trains
+    settings = config.get("search", {})
+    if constraints := settings.get("constraints"):  # they change what trains
         identity |= {"constraints": constraints, "latency": config.get("latency")}
+    if settings.get("scalarize"):  # it changes what the strategy learns
+        learnt = ("scalarize", "weights", "objectives", "reference")
+        identity |= {key: settings.get(key) for key in learnt}
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
