@@ -136,6 +136,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         checkpoint.remove()  # the search is complete: a rerun starts afresh
         lock.path.unlink(missing_ok=True)
     log.info("best %.4f: %s", outcome.score, outcome.arch.describe())
+    if outcome.pareto:
+        log.info(
+            "the front over %s (%d, pareto.json):", ", ".join(outcome.pareto_objectives),
+            len(outcome.pareto),
+        )  # fmt: skip
+        for member in outcome.pareto:
+            values = "  ".join(f"{k} {v:.4g}" for k, v in member["objectives"].items())
+            log.info("  #%d  %s  %s", member["iteration"] + 1, values, member["description"])
     return summary
 
 
