@@ -345,14 +345,7 @@ def draw_comparison(folder: str | Path) -> int:
     optimum dashed. Returns how many strategies were drawn.
     """
     folder = Path(folder)
-    reports = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(report, dict) and report.get("kind") == KIND:
-            reports.append(report)
+    reports = read_reports(folder, KIND)
     if not reports:
         return 0
     settings = {(r["settings"]["dataset"], r["settings"]["signal"]) for r in reports}
@@ -408,6 +401,19 @@ def draw_comparison(folder: str | Path) -> int:
     figure.savefig(png, format="png")
     write_bytes_atomic(folder / PLOT, png.getvalue())
     return len(reports)
+
+
+def read_reports(folder: Path, kind: str) -> list[dict[str, Any]]:
+    """Every JSON in `folder` that is a strategy's report of `kind`; other files skipped."""
+    reports = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(report, dict) and report.get("kind") == kind:
+            reports.append(report)
+    return reports
 
 
 def dumps(report: dict[str, Any]) -> str:

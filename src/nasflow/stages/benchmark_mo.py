@@ -20,7 +20,6 @@ there is redrawn from every such JSON.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import time
@@ -46,7 +45,7 @@ from nasflow.pareto import (
     reference_point,
 )
 from nasflow.search_spaces.nb201 import NB201Architecture, NB201Space
-from nasflow.stages.benchmark import _quiet, dumps
+from nasflow.stages.benchmark import _quiet, dumps, read_reports
 from nasflow.tabular.nb201 import load_table
 
 log = logging.getLogger("nasflow.benchmark")
@@ -239,14 +238,7 @@ def draw_comparison(folder: str | Path) -> int:
     JSON there: the mean hypervolume ratio against queries, in the search's coordinates
     (solid, a band of +-1 std) and the test's (dashed). Returns how many were drawn."""
     folder = Path(folder)
-    reports = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(report, dict) and report.get("kind") == KIND:
-            reports.append(report)
+    reports = read_reports(folder, KIND)
     if not reports:
         return 0
     reports.sort(key=lambda r: -r["search"]["final"]["mean"])
