@@ -251,3 +251,24 @@ def test_a_multi_objective_strategy_refuses_a_scalarization(tiny_cfg: Any) -> No
     tiny_cfg.search.scalarize = "weighted"
     with pytest.raises(NasflowError, match=r"strategy=nsga2 optimises search\.objectives itself"):
         search.run(tiny_cfg)
+
+
+def test_hypervolume_contributions_are_what_losing_each_point_costs() -> None:
+    from nasflow.pareto import hypervolume_contributions
+
+    front = np.array([[0.9, 300], [0.85, 200], [0.8, 100], [0.4, 50]])
+    # 145 in all (the first test); without each: 135, 140, 115; the last is past the reference.
+    found = hypervolume_contributions(front, [0.5, 500], ACC_PARAMS)
+    assert found == pytest.approx([10.0, 5.0, 30.0, 0.0])
+
+
+def test_hypervolume_selection_needs_the_reference_point() -> None:
+    with pytest.raises(NasflowError, match=r"search\.reference has no value for val_acc, params"):
+        MultiObjectiveEvolution(NB201Space(), 10, objectives=OBJECTIVES, selection="hypervolume")
+    with pytest.raises(NasflowError, match=r"strategy\.selection=best is not a selection"):
+        MultiObjectiveEvolution(NB201Space(), 10, objectives=OBJECTIVES, selection="best")
+    strategy = MultiObjectiveEvolution(
+        NB201Space(), 10, objectives=OBJECTIVES, selection="hypervolume",
+        reference={"val_acc": 0.85, "params": 1.6e6},
+    )  # fmt: skip
+    assert strategy.reference == REFERENCE

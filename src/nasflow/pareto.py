@@ -150,6 +150,22 @@ def hypervolume(points: np.ndarray, reference: Sequence[float], maximize: Sequen
     return float(moocore.hypervolume(inside, ref=ref))
 
 
+def hypervolume_contributions(
+    points: np.ndarray, reference: Sequence[float], maximize: Sequence[bool]
+) -> np.ndarray:
+    """How much hypervolume (up to `reference`) each of `points`, a front, alone adds:
+    what losing it would cost; 0 for a point on the wrong side of the reference."""
+    import moocore
+
+    turned = oriented(points, maximize)
+    ref = oriented(np.asarray(reference, dtype=float), maximize)[0]
+    inside = (turned < ref).all(axis=1)
+    found = np.zeros(len(turned))
+    if inside.any():
+        found[inside] = moocore.hv_contributions(turned[inside], ref=ref)
+    return found
+
+
 def crowding_distance(points: np.ndarray) -> np.ndarray:
     """NSGA-II's crowding distance of each row among the rows (Deb et al. 2002): per
     objective, the gap between its two neighbours over the objective's range, summed;

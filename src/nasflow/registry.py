@@ -114,7 +114,11 @@ STRATEGIES: Registry[Any] = Registry(
     ("nasflow.search_strategies", "nasflow.oneshot"),
     injected=("space",),
     # A multi-objective strategy optimises what the search is asked to.
-    interpolate={"seed": "${seed}", "objectives": "${search.objectives}"},
+    interpolate={
+        "seed": "${seed}",
+        "objectives": "${search.objectives}",
+        "reference": "${search.reference}",
+    },
 )
 ESTIMATORS: Registry[Any] = Registry(
     "estimator",

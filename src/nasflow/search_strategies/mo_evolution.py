@@ -2,32 +2,40 @@
 
 Regularized evolution with a vector of objectives in place of the score: the population
 is the latest `population_size` finished candidates, the oldest leaves, and each new
-candidate mutates the winner of a tournament. The tournament's order is NSGA-II's
-crowded comparison over the whole population: a lower non-dominated rank wins, and
-within a rank the member in the less crowded part of its front (larger crowding
-distance) wins, so parents spread along the front instead of piling up at one end.
+candidate mutates the winner of a tournament. A lower non-dominated rank (over the whole
+population) wins the tournament; within a rank, by default (``selection=crowding``),
+NSGA-II's crowded comparison: the member in the less crowded part of its front (larger
+crowding distance) wins, so parents spread along the front instead of piling up at one
+end. With ``selection=hypervolume`` (SMS-EMOA's indicator, Beume et al. 2007) the
+member whose loss would cost its front the most hypervolume up to the reference point
+wins: parents come from where the front counts, never from beyond the reference.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from nasflow.errors import NasflowError
 from nasflow.pareto import (
     Objective,
     crowding_distance,
+    hypervolume_contributions,
     maximize_flags,
     multi_objectives,
     objective_vector,
     pareto_ranks,
+    reference_point,
 )
 from nasflow.ranges import PositiveInt, Seed
 from nasflow.records import Evaluation
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.evolution import RegularizedEvolution
+
+SELECTIONS = ("crowding", "hypervolume")
 
 
 class MultiObjectiveEvolution(RegularizedEvolution):
@@ -48,6 +56,11 @@ class MultiObjectiveEvolution(RegularizedEvolution):
         population_size: How many of the latest evaluated architectures compete.
         sample_size: Members drawn (without replacement) for each tournament.
         max_tries: Mutations (then random samples) per `ask` before giving up.
+        selection: What decides a tournament between members of one rank: ``crowding``
+            (crowding distance) or ``hypervolume`` (hypervolume contribution up to
+            `reference`).
+        reference: The reference point, a value per objective; by default
+            ``search.reference``. Needed by ``selection=hypervolume`` only.
     """
 
     name = "mo_evolution"
@@ -61,9 +74,20 @@ class MultiObjectiveEvolution(RegularizedEvolution):
         population_size: PositiveInt = 20,
         sample_size: PositiveInt = 5,
         max_tries: PositiveInt = 100,
+        selection: str = "crowding",
+        reference: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(space, budget, seed, population_size, sample_size, max_tries)
         self.objectives: list[Objective] = multi_objectives(objectives, self.name)
+        if selection not in SELECTIONS:
+            raise NasflowError(
+                f"strategy.selection={selection} is not a selection; choose from "
+                f"{', '.join(SELECTIONS)}"
+            )
+        self.selection = selection
+        self.reference = None
+        if selection == "hypervolume":
+            self.reference = reference_point(reference, self.objectives, "search.reference")
         self.maximize = maximize_flags(self.objectives)
         # Oldest first: (architecture, its objective vector or None when it has none).
         self.members: deque[tuple[Architecture, np.ndarray | None]] = deque(maxlen=population_size)
@@ -83,7 +107,8 @@ class MultiObjectiveEvolution(RegularizedEvolution):
         return self.members[winner][0]
 
     def _crowded_keys(self) -> list[tuple[float, float]]:
-        """(rank, -crowding distance) of each member: smaller is better."""
+        """(rank, -crowding distance or -hypervolume contribution) of each member:
+        smaller is better."""
         scored = [i for i, (_, v) in enumerate(self.members) if v is not None]
         keys = [(np.inf, 0.0)] * len(self.members)
         if not scored:
@@ -92,7 +117,10 @@ class MultiObjectiveEvolution(RegularizedEvolution):
         ranks = pareto_ranks(points, self.maximize)
         for rank in np.unique(ranks):
             same = np.flatnonzero(ranks == rank)
-            crowding = crowding_distance(points[same])
+            if self.reference is None:
+                crowding = crowding_distance(points[same])
+            else:
+                crowding = hypervolume_contributions(points[same], self.reference, self.maximize)
             for position, distance in zip(same, crowding, strict=True):
                 keys[scored[position]] = (float(rank), -float(distance))
         return keys
