@@ -82,3 +82,37 @@ def test_retrain_trains_the_selected_candidate_and_evaluate_scores_it(
     assert model["id"] == smallest["id"] and "smallest within 100 points" in model["selected"]
     assert trained["params"] == smallest["params"]
     assert 0 <= evaluate.run(tiny_cfg)["test_acc"] <= 1  # evaluate reads what retrain wrote
+
+
+@pytest.mark.slow
+def test_top_k_retrains_the_runners_up_beside_the_selected_and_a_smaller_k_removes_them(
+    tiny_cfg: DictConfig,
+) -> None:
+    search.run(tiny_cfg)
+    history = [
+        json.loads(line)
+        for line in (Path(tiny_cfg.paths.search) / "history.jsonl").read_text().splitlines()
+    ]
+    by_score = sorted(history, key=lambda r: (-r["score"], r["iteration"]))
+    tiny_cfg.retrain.top_k = 2
+    first = retrain.run(tiny_cfg)
+    out = Path(tiny_cfg.paths.retrain)
+    top = json.loads((out / "top.json").read_text())
+    assert [t["id"] for t in top] == [r["id"] for r in by_score[:2]]
+    assert top[0]["params"] == first["params"] and top[0]["model"] == "model.json"
+    second = json.loads((out / "top2.model.json").read_text())
+    assert second["id"] == by_score[1]["id"] and second["checkpoint"] == "top2.model.ckpt"
+    assert (out / "top2.model.ckpt").is_file() and (out / "top2.metrics.json").is_file()
+    assert 0 <= evaluate.run(tiny_cfg)["test_acc"] <= 1  # evaluate scores the selected one
+
+    tiny_cfg.retrain.top_k = 1
+    retrain.run(tiny_cfg)
+    assert not list(out.glob("top*")), "a smaller top_k leaves no stale runner-up"
+
+
+def test_top_k_refuses_a_distributed_retrain(tiny_cfg: DictConfig) -> None:
+    tiny_cfg.retrain.top_k = 2
+    tiny_cfg.retrain.devices = 2
+    tiny_cfg.retrain.strategy = "ddp"
+    with pytest.raises(NasflowError, match=r"retrain\.top_k=2 trains one model after another"):
+        retrain.run(tiny_cfg)

@@ -136,6 +136,9 @@ class RetrainConfig:
     # (of the front), smallest_within:0.5 (the fewest parameters within 0.5 points of
     # the best score) or an index into the front (pareto.json, best first).
     select: Any = "best"
+    # Retrain this many: the selected one (model.ckpt) and the next by the select rule's
+    # order (top2.model.ckpt, ...; listed in top.json).
+    top_k: PositiveInt = 1
 
 
 @dataclass

@@ -114,3 +114,30 @@ def knee(points: np.ndarray, maximize: Sequence[bool]) -> int:
         distances = np.abs(direction[0] * offsets[:, 1] - direction[1] * offsets[:, 0]) / norm
         return int(np.argmax(distances))
     return int(np.argmin(np.linalg.norm(1.0 - scaled, axis=1)))
+
+
+def ranked(
+    spec: Any,
+    history: Sequence[dict[str, Any]],
+    pareto: dict[str, Any],
+    first: dict[str, Any],
+    k: int,
+) -> list[dict[str, Any]]:
+    """The `k` candidates ``retrain.top_k`` retrains, `first` (what `spec` selects) first:
+    then, for ``knee`` or an index, the other members of the front in its order; for
+    ``best`` and ``smallest_within``, the other full-fidelity candidates by score. Fewer
+    when there are fewer."""
+    rule, _ = parse_rule(spec)
+    by_iteration = {record["iteration"]: record for record in history}
+    if rule in ("knee", "index"):
+        order = [by_iteration[m["iteration"]] for m in pareto.get("front", [])]
+    else:
+        ok = [r for r in history if r.get("status") == "ok" and r.get("score") is not None]
+        order = sorted(ok, key=lambda r: (-r["score"], r["iteration"]))
+    chosen = [first]
+    for record in order:
+        if len(chosen) == k:
+            break
+        if record["id"] not in {c["id"] for c in chosen}:
+            chosen.append(record)
+    return chosen

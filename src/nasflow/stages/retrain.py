@@ -26,7 +26,7 @@ from nasflow.locks import LOCK_NAME, ProcessLock
 from nasflow.measure import count_flops, count_params
 from nasflow.outputs import OutputSet, sha256_file
 from nasflow.search_spaces.base import Architecture, SearchSpace
-from nasflow.selection import parse_rule, select
+from nasflow.selection import parse_rule, ranked, select
 from nasflow.tracking import OWNER_TAG, Tracker, git_commit
 from nasflow.training import InMemoryData, InMemoryDataModule, fit
 from nasflow.training.checks import check_optimizers, check_trainer
@@ -68,54 +68,120 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_trainer(_trainer_node(cfg), "trainer" if (devices, strategy) == (1, "auto") else where)
     if _replica():
         return _train_replica(cfg, epochs, batch_size)
+    top_k = check_int("retrain.top_k", cfg.retrain.top_k)
+    if top_k > 1 and (devices, strategy) != (1, "auto"):
+        raise NasflowError(
+            f"retrain.top_k={top_k} trains one model after another on one device; with "
+            f"retrain.devices={devices} retrain.strategy={strategy} use retrain.top_k=1"
+        )
     outputs = OutputSet(cfg.paths.retrain, "paths.retrain", last="model.json")
     lock = ProcessLock(outputs.folder / LOCK_NAME, f"the retrain outputs {outputs.folder}")
     tracker: Tracker = instantiate(cfg.tracking)  # checks the store
     space = retrain_space(cfg)
-    arch, record = chosen_architecture(cfg, space)
+    models = [chosen_architecture(cfg, space)]
+    if top_k > 1:
+        models += _runners_up(cfg, space, models[0][1], top_k)
     # Train and val together: the search has already used val to choose. Test stays unseen.
     data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
-    info = data.info
-    tags = {
-        "nasflow.stage": "retrain",
-        OWNER_TAG: lock.owner,
-        "nasflow.search_run_id": str(record.get("search_run_id")),
-        "nasflow.arch_id": arch.id,
-        "nasflow.dataset": info.name,
-        "mlflow.source.git.commit": git_commit(),
-    }
-    params = {
-        "retrain": OmegaConf.to_container(cfg.retrain, resolve=True),
-        "arch": arch.to_json(),
-        "search_space": OmegaConf.to_container(cfg.search_space, resolve=True),
-        "seed": cfg.seed,
-    }
     with lock, outputs:
         # A retrain that died without a word (kill -9) left its run RUNNING.
         tracker.close_stale(lock.owner)
         keep(f"the previous outputs in {outputs.folder} are unchanged; run retrain again")
-        log.info("retraining %s for %d epochs", arch.describe(), epochs)
-        with tracker.run(f"retrain-{arch.id}", tags, params) as run_id:
-            lock.record(run_id=run_id)
-            metrics = _train(cfg, space, arch, data, epochs, batch_size, tracker, outputs)
-            outputs.write_json("metrics.json", metrics)
-            outputs.write_json(
-                "model.json",
-                {
-                    **record,
-                    "retrain_run_id": run_id,
-                    "epochs": epochs,
-                    "checkpoint_sha256": sha256_file(outputs.path("model.ckpt")),
-                    # How to build the network again (evaluate does): the space it was
-                    # built in.
-                    "search_space": OmegaConf.to_container(
-                        OmegaConf.merge(cfg.search_space, cfg.retrain.get("search_space") or {}),
-                        resolve=True,
-                    ),
-                },
+        top = []
+        for rank, (arch, record) in enumerate(models, 1):
+            prefix = "" if rank == 1 else f"top{rank}."  # the selected model is model.*
+            log.info("retraining %s for %d epochs", arch.describe(), epochs)
+            tags = {
+                "nasflow.stage": "retrain",
+                OWNER_TAG: lock.owner,
+                "nasflow.search_run_id": str(record.get("search_run_id")),
+                "nasflow.arch_id": arch.id,
+                "nasflow.dataset": data.info.name,
+                "mlflow.source.git.commit": git_commit(),
+            }
+            if top_k > 1:
+                tags["nasflow.top_rank"] = str(rank)
+            params = {
+                "retrain": OmegaConf.to_container(cfg.retrain, resolve=True),
+                "arch": arch.to_json(),
+                "search_space": OmegaConf.to_container(cfg.search_space, resolve=True),
+                "seed": cfg.seed,
+            }
+            with tracker.run(f"retrain-{arch.id}", tags, params) as run_id:
+                lock.record(run_id=run_id)
+                checkpoint = f"{prefix}model.ckpt"
+                metrics = _train(
+                    cfg, space, arch, data, epochs, batch_size, tracker, outputs, checkpoint
+                )
+                outputs.write_json(f"{prefix}metrics.json", metrics)
+                outputs.write_json(
+                    f"{prefix}model.json",
+                    {
+                        **record,
+                        "retrain_run_id": run_id,
+                        "epochs": epochs,
+                        "checkpoint": checkpoint,
+                        "checkpoint_sha256": sha256_file(outputs.path(checkpoint)),
+                        # How to build the network again (evaluate does): the space it
+                        # was built in.
+                        "search_space": OmegaConf.to_container(
+                            OmegaConf.merge(
+                                cfg.search_space, cfg.retrain.get("search_space") or {}
+                            ),
+                            resolve=True,
+                        ),
+                    },
+                )
+                top.append(
+                    {"rank": rank, "model": f"{prefix}model.json", "id": arch.id,
+                     "description": arch.describe(), "score": record.get("score"), **metrics}
+                )  # fmt: skip
+                if rank == 1:
+                    first = metrics
+                if rank == len(models):
+                    if top_k > 1:
+                        outputs.write_json("top.json", top)
+                    outputs.commit()
+        _remove_stale_runners_up(outputs.folder, len(models))
+    return first
+
+
+def _runners_up(
+    cfg: DictConfig, space: SearchSpace, first: dict[str, Any], top_k: int
+) -> list[tuple[Architecture, dict[str, Any]]]:
+    """The candidates after the selected one that ``retrain.top_k`` also retrains."""
+    folder = Path(cfg.paths.search)
+    history = read_jsonl(folder / "history.jsonl", produced_by="search")
+    pareto = read_json(folder / "pareto.json", "search")
+    picked = [r for r in history if r.get("id") == first.get("id")][:1] or [first]
+    found = []
+    for record in ranked(cfg.retrain.select, history, pareto, picked[0], top_k)[1:]:
+        arch = architecture_from_record(
+            {**first, "architecture": record["architecture"]}, space, folder / "history.jsonl"
+        )
+        found.append(
+            (
+                arch,
+                architecture_record(
+                    space, arch, score=record.get("score"),
+                    search_run_id=first.get("search_run_id"), searched_params=record.get("params"),
+                ),
             )
-            outputs.commit()
-    return metrics
+        )  # fmt: skip
+    if len(found) < top_k - 1:
+        log.info("retrain.top_k=%d: the search has %d to retrain", top_k, len(found) + 1)
+    return found
+
+
+def _remove_stale_runners_up(folder: Path, kept: int) -> None:
+    """Remove the files of ranks beyond `kept` that an earlier, larger top_k left."""
+    for path in folder.glob("top*.*"):
+        rank = path.name.split(".")[0][3:]
+        if path.name == "top.json":
+            if kept == 1:
+                path.unlink(missing_ok=True)
+        elif rank.isdigit() and int(rank) > kept:
+            path.unlink(missing_ok=True)
 
 
 def chosen_architecture(cfg: DictConfig, space: SearchSpace) -> tuple[Architecture, dict[str, Any]]:
@@ -216,8 +282,10 @@ def _train(
     batch_size: int,
     tracker: Tracker,
     outputs: OutputSet,
+    checkpoint: str = "model.ckpt",
 ) -> dict[str, Any]:
-    """Train the network, stage its checkpoint in `outputs`, log it; its metrics."""
+    """Train the network, stage its checkpoint in `outputs` as `checkpoint`, log it; its
+    metrics."""
     info = data.info
     start = time.perf_counter()
     network, trainer, history = _fit(
@@ -225,7 +293,7 @@ def _train(
     )
     seconds = time.perf_counter() - start
     # Every process of a distributed training takes part; the first one writes.
-    trainer.save_checkpoint(outputs.path("model.ckpt"))
+    trainer.save_checkpoint(outputs.path(checkpoint))
     final = history[-1]
     metrics = {
         "train_loss": final["train_loss"],
