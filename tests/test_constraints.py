@@ -181,6 +181,7 @@ def test_the_search_stage_trains_nothing_over_the_bound_and_writes_the_front(
     volumes = client.get_metric_history(parent.info.run_id, "hypervolume")
     assert len(volumes) == 5 and volumes[-1].value == pytest.approx(summary["hypervolume"])
     assert [v.value for v in volumes] == sorted(v.value for v in volumes)
+    assert "pareto.png" in [a.path for a in client.list_artifacts(parent.info.run_id)]
 
 
 def test_a_search_names_one_objective_alone_as_an_error(tiny_cfg: DictConfig) -> None:
