@@ -90,6 +90,14 @@ class Screen:
     latency measured again after a resume could fall on the other side of a bound.
     """
 
+    measure: Callable[[Any, Sequence[str]], dict[str, float]]
+    constraints: Sequence[Constraint] = ()
+    needed: Sequence[str] = ()
+    known: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Every proposal filtered out, in order: its proposal index, architecture, measures
+    #: and the reason (the search stage writes them to filtered.jsonl).
+    filtered: list[dict[str, Any]] = field(default_factory=list)
+
     def reject(self, proposal: int, arch: Any, reason: str) -> None:
         """Record that proposal `proposal`, `arch`, is filtered out for `reason`."""
         self.filtered.append(
@@ -103,14 +111,6 @@ class Screen:
                 **self.known.get(arch.id, {}),
             }
         )
-
-    measure: Callable[[Any, Sequence[str]], dict[str, float]]
-    constraints: Sequence[Constraint] = ()
-    needed: Sequence[str] = ()
-    known: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: Every proposal filtered out, in order: its proposal index, architecture, measures
-    #: and the reason (the search stage writes them to filtered.jsonl).
-    filtered: list[dict[str, Any]] = field(default_factory=list)
 
     def measures(self, arch: Any) -> dict[str, float]:
         key = arch.id

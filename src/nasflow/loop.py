@@ -24,14 +24,13 @@ from nasflow.errors import NasflowError, first_line
 from nasflow.estimators.base import Estimator
 from nasflow.executors import Executor
 from nasflow.pareto import (
-    DEFAULT_OBJECTIVES,
     Objective,
     front_mask,
+    front_objectives,
     front_records,
     hypervolume,
     maximize_flags,
-    objective_vector,
-    parse_objectives,
+    scored,
 )
 from nasflow.records import EvaluateFn, Evaluation, Task
 from nasflow.search_spaces.base import Architecture, SearchSpace
@@ -709,7 +708,7 @@ def discrete_search(strategy: SearchStrategy, context: SearchContext) -> SearchO
         context.data.info.name,
     )
     tracker = context.tracker
-    objectives = context.objectives or parse_objectives(DEFAULT_OBJECTIVES)
+    objectives = front_objectives(context.objectives)
     volume = _HypervolumeLog(objectives, context.reference, context.resumed, space)
 
     def on_candidate(candidate: Candidate) -> None:
@@ -829,10 +828,7 @@ class _HypervolumeLog:
     def add(self, candidate: Candidate) -> float | None:
         if self.reference is None:
             return None
-        if candidate.evaluation.status == "ok":
-            vector = objective_vector(candidate.evaluation, self.objectives)
-            if vector is not None:
-                self.points.append(vector)
+        self.points += [vector for _, vector in scored([candidate], self.objectives)]
         if self.points:
             self.latest = hypervolume(np.stack(self.points), self.reference, self.maximize)
         return self.latest
@@ -842,19 +838,14 @@ def _log_front(tracker: Any, history: Sequence[Candidate], objectives: Sequence[
     """The front's picture (``pareto.png``) for a tracker that keeps files."""
     if not tracker.keeps_artifacts:
         return
-    scored = [
-        v
-        for c in history
-        if c.evaluation.status == "ok"
-        and (v := objective_vector(c.evaluation, objectives)) is not None
-    ]
-    if not scored:
+    found = scored(history, objectives)
+    if not found:
         return
     import tempfile
 
     from nasflow.plots import render_pareto
 
-    points = np.stack(scored)
+    points = np.stack([vector for _, vector in found])
     maximize = maximize_flags(objectives)
     png = render_pareto(
         points, front_mask(points, maximize), [str(o.name) for o in objectives], maximize

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from nasflow.errors import NasflowError
+
 
 def count_params(network: nn.Module) -> int:
     """Trainable parameters."""
@@ -26,6 +28,30 @@ def count_flops(network: nn.Module, input_shape: Sequence[int]) -> int:
     return int(counter.get_total_flops())
 
 
+def median_ms(
+    run: Callable[[], object],
+    warmup: int,
+    repeats: int,
+    synchronize: Callable[[], object] = lambda: None,
+) -> float:
+    """The median wall time (ms) of `repeats` calls of `run`, timed one by one (each up to
+    `synchronize`, for a device that runs asynchronously), after `warmup` untimed ones:
+    how every latency nasflow reports is timed, whatever runs the network."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        run()
+    synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
 def latency_ms(
     network: nn.Module,
     input_shape: Sequence[int],
@@ -36,32 +62,33 @@ def latency_ms(
     device: str = "cpu",
 ) -> float:
     """The median wall time (ms) of one forward pass of `batch_size` images, in eval mode
-    and without autograd, on `device` with torch on `threads` threads, after `warmup`
-    passes that are not timed; `repeats` passes are timed one by one."""
-    import statistics
-    import time
-
+    and without autograd, on `device` with torch on `threads` threads (`median_ms`)."""
     was_training, previous_threads = network.training, torch.get_num_threads()
     target = torch.device(device)
     network = network.to(target).eval()
     batch = torch.zeros(batch_size, *input_shape, device=target)
     synchronize = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
-    times = []
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            for _ in range(warmup):
-                network(batch)
-            synchronize()
-            for _ in range(repeats):
-                start = time.perf_counter()
-                network(batch)
-                synchronize()
-                times.append(time.perf_counter() - start)
+            return median_ms(lambda: network(batch), warmup, repeats, synchronize)
     finally:
         torch.set_num_threads(previous_threads)
         network.train(was_training)
-    return 1000 * statistics.median(times)
+
+
+def check_latency_device(device: str) -> None:
+    """A NasflowError unless `device` (``latency.device``) is one torch has here."""
+    try:
+        target = torch.device(device)
+    except RuntimeError:
+        raise NasflowError(
+            f"latency.device={device} is not a device; use cpu, cuda or cuda:N"
+        ) from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise NasflowError(f"latency.device={device} but this machine has no CUDA GPU; use cpu")
+    if target.type not in ("cpu", "cuda"):
+        raise NasflowError(f"latency.device={device}: latency is measured on cpu or cuda")
 
 
 def cheap_measures(

@@ -124,6 +124,10 @@ class OutputSet:
     def write_text(self, name: str, text: str) -> Path:
         return self.write_bytes(name, text.encode())
 
+    def write_jsonl(self, name: str, records: Iterable[Any]) -> Path:
+        """One JSON record a line, keys sorted (what `nasflow.artifacts.read_jsonl` reads)."""
+        return self.write_text(name, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
     def write_csv(self, name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
         return self.write_text(name, csv_text(header, rows))
 

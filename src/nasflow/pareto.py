@@ -142,12 +142,20 @@ def hypervolume(points: np.ndarray, reference: Sequence[float], maximize: Sequen
     every objective); points on the wrong side of the reference add nothing."""
     import moocore
 
+    turned, ref, inside = _within(points, reference, maximize)
+    if not inside.any():
+        return 0.0
+    return float(moocore.hypervolume(turned[inside], ref=ref))
+
+
+def _within(
+    points: np.ndarray, reference: Sequence[float], maximize: Sequence[bool]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`points` and `reference` turned to minimisation, and which points beat the
+    reference on every objective (only they dominate any volume up to it)."""
     turned = oriented(points, maximize)
     ref = oriented(np.asarray(reference, dtype=float), maximize)[0]
-    inside = turned[(turned < ref).all(axis=1)]
-    if len(inside) == 0:
-        return 0.0
-    return float(moocore.hypervolume(inside, ref=ref))
+    return turned, ref, (turned < ref).all(axis=1)
 
 
 def hypervolume_contributions(
@@ -157,9 +165,7 @@ def hypervolume_contributions(
     what losing it would cost; 0 for a point on the wrong side of the reference."""
     import moocore
 
-    turned = oriented(points, maximize)
-    ref = oriented(np.asarray(reference, dtype=float), maximize)[0]
-    inside = (turned < ref).all(axis=1)
+    turned, ref, inside = _within(points, reference, maximize)
     found = np.zeros(len(turned))
     if inside.any():
         found[inside] = moocore.hv_contributions(turned[inside], ref=ref)
@@ -213,23 +219,37 @@ def reference_point(
     return point
 
 
+def scored(
+    candidates: Sequence[Any], objectives: Sequence[Objective]
+) -> list[tuple[Any, np.ndarray]]:
+    """The full-fidelity candidates that have every objective, each with its vector: what
+    a front, its picture and its hypervolume are made of."""
+    found = []
+    for candidate in candidates:
+        if candidate.evaluation.status == "ok":
+            vector = objective_vector(candidate.evaluation, objectives)
+            if vector is not None:
+                found.append((candidate, vector))
+    return found
+
+
+def front_objectives(objectives: Sequence[Objective]) -> list[Objective]:
+    """What a search's front is over: its objectives, or `DEFAULT_OBJECTIVES` when it
+    names none."""
+    return list(objectives) or parse_objectives(DEFAULT_OBJECTIVES)
+
+
 def front_records(
     candidates: Sequence[Any], objectives: Sequence[Objective]
 ) -> list[dict[str, Any]]:
     """The non-dominated candidates (full-fidelity ones with every objective) over
     `objectives`, best first by the first objective: iteration, proposal, architecture
     and their objectives by name."""
-    scored = []
-    for candidate in candidates:
-        if candidate.evaluation.status != "ok":
-            continue
-        vector = objective_vector(candidate.evaluation, objectives)
-        if vector is not None:
-            scored.append((candidate, vector))
-    if not scored:
+    found = scored(candidates, objectives)
+    if not found:
         return []
-    mask = front_mask(np.stack([v for _, v in scored]), maximize_flags(objectives))
-    front = [entry for entry, on in zip(scored, mask, strict=True) if on]
+    mask = front_mask(np.stack([v for _, v in found]), maximize_flags(objectives))
+    front = [entry for entry, on in zip(found, mask, strict=True) if on]
     first = objectives[0]
     front.sort(key=lambda entry: -entry[1][0] if first.maximize else entry[1][0])
     return [

@@ -201,11 +201,12 @@ def ratio_curves(
     final front in the search's coordinates."""
     maximize = maximize_flags(objectives)
     tests = test_objectives(objectives)
-    search_points, test_points = [], []
+    kept, search_points, test_points = [], [], []
     ratios: dict[str, list[float]] = {"search": [], "test": []}
     for candidate in history[:queries]:
         point = objective_vector(candidate.evaluation, objectives)
         if point is not None:
+            kept.append(candidate)
             search_points.append(point)
             test_points.append(objective_vector(candidate.evaluation, tests))
         if search_points:
@@ -222,10 +223,7 @@ def ratio_curves(
     front = []
     if search_points:
         found = np.array(search_points)
-        keep = [
-            c for c in history[:queries] if objective_vector(c.evaluation, objectives) is not None
-        ]
-        for candidate, point, on in zip(keep, found, front_mask(found, maximize), strict=True):
+        for candidate, point, on in zip(kept, found, front_mask(found, maximize), strict=True):
             if on:
                 arch = candidate.arch
                 text = arch.describe() if isinstance(arch, NB201Architecture) else str(arch.id)

@@ -20,8 +20,6 @@ an input example.
 from __future__ import annotations
 
 import logging
-import statistics
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,10 +30,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from nasflow.errors import NasflowError, first_line
-from nasflow.measure import count_flops, count_params, latency_ms
+from nasflow.measure import check_latency_device, count_flops, count_params, latency_ms, median_ms
 from nasflow.outputs import OutputSet
 from nasflow.stages.evaluate import retrained_network
-from nasflow.stages.search import check_latency_device
 from nasflow.tracking import Tracker, git_commit
 from nasflow.training import InMemoryData
 
@@ -189,14 +186,7 @@ def onnx_latency_ms(
     """ONNX Runtime's median time (ms) for one batch on the CPU, timed as `latency_ms`."""
     session = onnx_session(path, threads)
     batch = {INPUT: np.zeros((batch_size, *input_shape), dtype=np.float32)}
-    for _ in range(warmup):
-        session.run(None, batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, batch)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return median_ms(lambda: session.run(None, batch), warmup, repeats)
 
 
 def _script_logits(script: Any, images: torch.Tensor) -> np.ndarray:

@@ -78,9 +78,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     lock = ProcessLock(outputs.folder / LOCK_NAME, f"the retrain outputs {outputs.folder}")
     tracker: Tracker = instantiate(cfg.tracking)  # checks the store
     space = retrain_space(cfg)
-    models = [chosen_architecture(cfg, space)]
-    if top_k > 1:
-        models += _runners_up(cfg, space, models[0][1], top_k)
+    models = chosen_architectures(cfg, space, top_k)
     # Train and val together: the search has already used val to choose. Test stays unseen.
     data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
     with lock, outputs:
@@ -146,33 +144,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return first
 
 
-def _runners_up(
-    cfg: DictConfig, space: SearchSpace, first: dict[str, Any], top_k: int
-) -> list[tuple[Architecture, dict[str, Any]]]:
-    """The candidates after the selected one that ``retrain.top_k`` also retrains."""
-    folder = Path(cfg.paths.search)
-    history = read_jsonl(folder / "history.jsonl", produced_by="search")
-    pareto = read_json(folder / "pareto.json", "search")
-    picked = [r for r in history if r.get("id") == first.get("id")][:1] or [first]
-    found = []
-    for record in ranked(cfg.retrain.select, history, pareto, picked[0], top_k)[1:]:
-        arch = architecture_from_record(
-            {**first, "architecture": record["architecture"]}, space, folder / "history.jsonl"
-        )
-        found.append(
-            (
-                arch,
-                architecture_record(
-                    space, arch, score=record.get("score"),
-                    search_run_id=first.get("search_run_id"), searched_params=record.get("params"),
-                ),
-            )
-        )  # fmt: skip
-    if len(found) < top_k - 1:
-        log.info("retrain.top_k=%d: the search has %d to retrain", top_k, len(found) + 1)
-    return found
-
-
 def _remove_stale_runners_up(folder: Path, kept: int) -> None:
     """Remove the files of ranks beyond `kept` that an earlier, larger top_k left."""
     for path in folder.glob("top*.*"):
@@ -184,32 +155,44 @@ def _remove_stale_runners_up(folder: Path, kept: int) -> None:
             path.unlink(missing_ok=True)
 
 
-def chosen_architecture(cfg: DictConfig, space: SearchSpace) -> tuple[Architecture, dict[str, Any]]:
-    """The architecture ``retrain.select`` picks from the search's outputs, and its record
-    (``best_architecture.json``'s form, with why it was chosen as ``selected``)."""
+def chosen_architectures(
+    cfg: DictConfig, space: SearchSpace, top_k: int = 1
+) -> list[tuple[Architecture, dict[str, Any]]]:
+    """What retrain trains, from the search's outputs: the architecture ``retrain.select``
+    picks, then, for ``top_k`` > 1, the runners-up (`nasflow.selection.ranked`); each
+    with its record in ``best_architecture.json``'s form (the selected one says why it
+    was chosen, as ``selected``). Fewer than `top_k` when the search has fewer."""
     folder = Path(cfg.paths.search)
-    arch, record = read_architecture(folder / "best_architecture.json", space, produced_by="search")
-    rule, _ = parse_rule(cfg.retrain.select)
-    if rule == "best":
-        return arch, record
-    history = read_jsonl(folder / "history.jsonl", produced_by="search")
-    picked = select(cfg.retrain.select, history, read_json(folder / "pareto.json", "search"))
-    assert picked is not None
+    arch, best = read_architecture(folder / "best_architecture.json", space, produced_by="search")
+    if parse_rule(cfg.retrain.select)[0] == "best" and top_k == 1:
+        return [(arch, best)]
     source = folder / "history.jsonl"
-    arch = architecture_from_record(
-        {**record, "architecture": picked["architecture"]}, space, source
-    )
-    chosen = architecture_record(
-        space,
-        arch,
-        score=picked.get("score"),
-        search_run_id=record.get("search_run_id"),
-        selected=picked["selected"],
-        searched_params=picked.get("params"),
-        best_score=record.get("score"),
-    )
-    log.info("retrain.select=%s: %s", cfg.retrain.select, picked["selected"])
-    return arch, chosen
+    history = read_jsonl(source, produced_by="search")
+    pareto = read_json(folder / "pareto.json", "search")
+
+    def model(record: dict[str, Any], **extra: Any) -> tuple[Architecture, dict[str, Any]]:
+        found = architecture_from_record(
+            {**best, "architecture": record["architecture"]}, space, source
+        )
+        return found, architecture_record(
+            space, found, score=record.get("score"), search_run_id=best.get("search_run_id"),
+            searched_params=record.get("params"), **extra,
+        )  # fmt: skip
+
+    picked = select(cfg.retrain.select, history, pareto)
+    if picked is None:  # best: the search's own record, and its line in the history
+        models = [(arch, best)]
+        first = next((r for r in history if r.get("id") == best.get("id")), best)
+    else:
+        log.info("retrain.select=%s: %s", cfg.retrain.select, picked["selected"])
+        models = [model(picked, selected=picked["selected"], best_score=best.get("score"))]
+        first = picked
+    models += [
+        model(record) for record in ranked(cfg.retrain.select, history, pareto, first, top_k)[1:]
+    ]
+    if len(models) < top_k:
+        log.info("retrain.top_k=%d: the search has %d to retrain", top_k, len(models))
+    return models
 
 
 def _trainer_node(cfg: DictConfig) -> DictConfig:
@@ -265,7 +248,7 @@ def _train_replica(cfg: DictConfig, epochs: int, batch_size: int) -> dict[str, A
     process and take part in its checkpoint (which that one writes); nothing else. The
     outputs, the lock and the tracking are the first process's."""
     space = retrain_space(cfg)
-    arch, _ = chosen_architecture(cfg, space)
+    arch, _ = chosen_architectures(cfg, space)[0]
     data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
     _, trainer, _ = _fit(cfg, space, arch, data, epochs, batch_size, logger=False)
     with tempfile.TemporaryDirectory() as unused:  # only the first process writes

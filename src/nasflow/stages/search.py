@@ -19,11 +19,11 @@ from nasflow.errors import NasflowError, check_optional_int
 from nasflow.interrupts import keep
 from nasflow.locks import ProcessLock
 from nasflow.loop import Checkpoint, Stopping
-from nasflow.measure import cheap_measures
+from nasflow.measure import cheap_measures, check_latency_device
 from nasflow.outputs import OutputSet, check_writable
 from nasflow.pareto import (
-    DEFAULT_OBJECTIVES,
     Objective,
+    front_objectives,
     parse_objectives,
     reference_point,
     scalarization,
@@ -161,8 +161,8 @@ def _objectives_and_screen(
         )
     reference = None
     if cfg.search.reference:
-        front_objectives = objectives or parse_objectives(DEFAULT_OBJECTIVES)
-        reference = reference_point(cfg.search.reference, front_objectives, "search.reference")
+        front = front_objectives(objectives)
+        reference = reference_point(cfg.search.reference, front, "search.reference")
     constraints = parse_constraints(cfg.search.constraints)
     needed = sorted({c.name for c in constraints} | {o.name for o in objectives} & set(CHEAP))
     if not needed:
@@ -180,22 +180,6 @@ def _objectives_and_screen(
         )
 
     return Screen(measure, constraints, needed), objectives, reference
-
-
-def check_latency_device(device: str) -> None:
-    """A NasflowError unless `device` (``latency.device``) is one torch has here."""
-    import torch
-
-    try:
-        target = torch.device(device)
-    except RuntimeError:
-        raise NasflowError(
-            f"latency.device={device} is not a device; use cpu, cuda or cuda:N"
-        ) from None
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise NasflowError(f"latency.device={device} but this machine has no CUDA GPU; use cpu")
-    if target.type not in ("cpu", "cuda"):
-        raise NasflowError(f"latency.device={device}: latency is measured on cpu or cuda")
 
 
 def _tags(cfg: DictConfig, strategy: str, space: str, data: InMemoryData) -> dict[str, str]:
@@ -251,11 +235,9 @@ def _write_outputs(
 ) -> None:
     """Write the outputs together, best_architecture.json (what retrain reads) last."""
     with outputs:
-        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in outcome.history)
-        outputs.write_text("history.jsonl", lines)
+        outputs.write_jsonl("history.jsonl", outcome.history)
         outputs.write_csv("progress.csv", outcome.progress_columns, outcome.progress)
-        filtered = "".join(json.dumps(r, sort_keys=True) + "\n" for r in outcome.filtered)
-        outputs.write_text("filtered.jsonl", filtered)
+        outputs.write_jsonl("filtered.jsonl", outcome.filtered)
         outputs.write_json(
             "pareto.json", {"objectives": outcome.pareto_objectives, "front": outcome.pareto}
         )
