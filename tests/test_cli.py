@@ -107,3 +107,11 @@ def test_multirun_sweeps_strategies_and_seeds(tmp_path: Path, prepared_digits: P
     summaries = sorted((tmp_path / "search").glob("*/summary.json"))
     assert len(summaries) == 4
     assert "#3 : strategy=grid seed=1" in result.stdout + result.stderr
+
+
+def test_predict_takes_the_issue_s_short_form(tmp_path: Path) -> None:
+    """``inputs=`` and ``model=`` reach predict.inputs and predict.model."""
+    result = run_stage("predict", f"inputs={tmp_path}", "model=tflite")
+    assert_one_line_error(result, "predict.model=tflite is not a model")
+    result = run_stage("predict", f"inputs={tmp_path}", "model=onnx")
+    assert_one_line_error(result, str(tmp_path), "is an empty folder")
