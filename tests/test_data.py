@@ -121,6 +121,23 @@ def test_digits_prepare(tmp_path: Path) -> None:
     assert DatasetInfo.from_json(info.to_json()) == info
 
 
+def test_train_and_val_subsets_are_stratified_and_leave_test_whole(tmp_path: Path) -> None:
+    whole = prepare(Digits(), tmp_path / "whole", 0.15, 0.2, seed=0)
+    info = prepare(Digits(), tmp_path / "cut", 0.15, 0.2, seed=0, train_size=300, val_size=50)
+    assert info.sizes == {"train": 300, "val": 50, "test": whole.sizes["test"]}
+    assert torch.equal(
+        load_split(tmp_path / "cut", "test").images, load_split(tmp_path / "whole", "test").images
+    )
+    labels = load_split(tmp_path / "cut", "train").labels
+    assert torch.bincount(labels).min() >= 28  # 30 a class, give or take rounding
+    full = {bytes(x.numpy()) for x in load_split(tmp_path / "whole", "train").images}
+    assert all(bytes(x.numpy()) in full for x in load_split(tmp_path / "cut", "train").images)
+    again = prepare(Digits(), tmp_path / "again", 0.15, 0.2, seed=0, train_size=300, val_size=50)
+    assert again == info
+    with pytest.raises(NasflowError, match=r"data.train_size=0 must be a positive integer"):
+        prepare(Digits(), tmp_path / "bad", 0.15, 0.2, seed=0, train_size=0)
+
+
 def test_splits_are_disjoint_and_cover_pool() -> None:
     raw = index_encoded(Digits().load())
     splits = split_dataset(raw, val_fraction=0.15, test_fraction=0.15, seed=3)

@@ -86,8 +86,11 @@ def _problems(path: Path) -> list[str]:
         check(data, _trainer_defaults(), 0, "")
         return problems
     if path.parent.name == "data":  # the split settings around a source
-        split = {k: v for k, v in _stage_defaults(DataConfig).items() if k != "source"}
-        check({k: v for k, v in data.items() if k != "source"}, split, 0, "")
+        stage = _stage_defaults(DataConfig)
+        split = {k: v for k, v in stage.items() if k != "source" and "." not in k}
+        check({k: v for k, v in data.items() if k not in ("source", "augment")}, split, 0, "")
+        augment = {k.partition(".")[2]: v for k, v in stage.items() if k.startswith("augment.")}
+        check(data.get("augment", {}), augment, 2, "augment.")
         found = _schema_of(path)
         assert found is not None, f"{path} names no /schema/data/<name>@_here_"
         check(data.get("source", {}), _defaults_of(*found), 2, "source.")

@@ -38,11 +38,26 @@ Fraction = Annotated[float, Interval(gt=0, lt=1)]
 
 
 @dataclass
+class AugmentConfig:
+    """What is done to each training image (`nasflow.training.augment`), never to val or
+    test: the final training's, and the candidates' too with ``candidates: true``."""
+
+    crop_padding: NonNegativeInt = 0  # pad by this many pixels, crop back at random; 0: off
+    hflip: bool = False  # flip left to right with probability 0.5
+    candidates: bool = False  # also while searching (else the retrain only)
+
+
+@dataclass
 class DataConfig:
     source: Any = MISSING
     val_fraction: Fraction = 0.15  # of the non-test examples, held out to score candidates
     test_fraction: Fraction = 0.2  # used only when the source has no official test split
     split_seed: Seed = 0  # its own seed: changing the search seed must not re-split the data
+    # At most this many train (val) examples, a class-stratified random subset; None: all.
+    # For a quick run on a large data set: the test split is never cut.
+    train_size: PositiveInt | None = None
+    val_size: PositiveInt | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 # -- stages ---------------------------------------------------------------------------------

@@ -124,8 +124,25 @@ def _stratified(
     return np.sort(rest), np.sort(carved)
 
 
+def _subset(
+    labels: np.ndarray, indices: np.ndarray, size: int | None, seed: int, setting: str
+) -> np.ndarray:
+    """At most `size` of `indices`, stratified by label; all of them when None or fewer."""
+    if size is None or size >= len(indices):
+        return indices
+    if isinstance(size, bool) or not isinstance(size, Integral) or size < 1:
+        raise NasflowError(f"{setting}={size!r} must be a positive integer or null (all)")
+    kept, _ = _stratified(labels, indices, len(indices) - size, seed, f"{setting}={size}")
+    return kept
+
+
 def split_dataset(
-    raw: RawDataset, val_fraction: float, test_fraction: float, seed: int
+    raw: RawDataset,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    train_size: int | None = None,
+    val_size: int | None = None,
 ) -> dict[str, Split]:
     """Splits a raw dataset into train, val and test, stratified by label.
 
@@ -140,6 +157,9 @@ def split_dataset(
         test_fraction: Share of the pool that becomes test, in (0, 1), when there is no
             official test split; val_fraction + test_fraction must be < 1.
         seed: Seed for sklearn's shuffling.
+        train_size: Keep at most this many training examples, a random subset stratified
+            by label (None: all); for a quick run on a large data set. Test is never cut.
+        val_size: The same for val.
 
     Returns:
         {"train": ..., "val": ..., "test": ...}.
@@ -171,6 +191,8 @@ def split_dataset(
         )
         train_idx, val_idx = _stratified(labels, rest, val_fraction, int(seed), val_setting)
         test = _take(raw.pool, test_idx)
+    train_idx = _subset(labels, train_idx, train_size, int(seed), "data.train_size")
+    val_idx = _subset(labels, val_idx, val_size, int(seed), "data.val_size")
     splits = {"train": _take(raw.pool, train_idx), "val": _take(raw.pool, val_idx), "test": test}
     _check_every_class_in_every_split(raw, splits)
     return splits
@@ -307,6 +329,8 @@ def prepare(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    train_size: int | None = None,
+    val_size: int | None = None,
 ) -> DatasetInfo:
     """Loads a source, splits it and writes the prepared directory.
 
@@ -316,6 +340,8 @@ def prepare(
         val_fraction: See :func:`split_dataset`.
         test_fraction: See :func:`split_dataset`.
         seed: See :func:`split_dataset`.
+        train_size: See :func:`split_dataset`.
+        val_size: See :func:`split_dataset`.
 
     Returns:
         The metadata written to meta.json.
@@ -324,7 +350,7 @@ def prepare(
         raise NasflowError(f"data source {source!r} is not a nasflow DataSource")
     outputs = _outputs(out_dir)  # checked writable before the (maybe long) load
     raw = source.load()
-    splits = split_dataset(raw, val_fraction, test_fraction, seed)
+    splits = split_dataset(raw, val_fraction, test_fraction, seed, train_size, val_size)
     info = compute_info(raw, splits)
     write_splits(splits, info, outputs)
     return info

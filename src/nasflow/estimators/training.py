@@ -75,7 +75,11 @@ class TrainingEstimator(Estimator):
                 params = count_params(network)
                 flops = count_flops(network, info.input_shape)
                 datamodule = InMemoryDataModule(
-                    self.data.splits["train"], self.data.splits["val"], self.batch_size, seed
+                    self.data.splits["train"],
+                    self.data.splits["val"],
+                    self.batch_size,
+                    seed,
+                    augment=self.data.augment,
                 )
                 module, _, history = fit(
                     network,

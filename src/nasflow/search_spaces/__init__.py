@@ -8,6 +8,7 @@ from nasflow.search_spaces.chain import ChainArchitecture, ChainSpace, Layer
 from nasflow.search_spaces.darts import DARTS_V1, DARTS_V2, DartsGenotype, DartsSpace
 from nasflow.search_spaces.nasnet import NASNET_A, NASNetArchitecture, NASNetSpace
 from nasflow.search_spaces.nb201 import NB201Architecture, NB201Space
+from nasflow.search_spaces.zoo import ZooArchitecture, ZooSpace
 
 __all__ = [
     "DARTS_V1",
@@ -26,4 +27,6 @@ __all__ = [
     "NB201Architecture",
     "NB201Space",
     "SearchSpace",
+    "ZooArchitecture",
+    "ZooSpace",
 ]

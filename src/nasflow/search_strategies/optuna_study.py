@@ -10,7 +10,9 @@ directions: TPE (`nasflow.search_strategies.tpe`), NSGA-II
 
 from __future__ import annotations
 
+import io
 import pickle
+import threading
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -151,7 +153,7 @@ class OptunaSearch(SearchStrategy):
         return {
             **super().state_dict(),
             # The study holds every trial and the sampler with its generator's state.
-            "study": pickle.dumps(self.study),
+            "study": _pickle_study(self.study),
             "scores": dict(self.scores),
             "pending": {key: list(numbers) for key, numbers in self.pending.items()},
         }
@@ -161,6 +163,25 @@ class OptunaSearch(SearchStrategy):
         self.study = pickle.loads(state["study"])
         self.scores = dict(state["scores"])
         self.pending = {key: list(numbers) for key, numbers in state["pending"].items()}
+
+
+_LOCK = type(threading.Lock())
+
+
+class _StudyPickler(pickle.Pickler):
+    """Pickles a study whose sampler holds a thread lock, as Optuna 5.1's genetic samplers
+    (NSGA-II) do: a lock has no state worth keeping, so a fresh one is unpickled."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _LOCK):
+            return threading.Lock, ()
+        return NotImplemented
+
+
+def _pickle_study(study: optuna.Study) -> bytes:
+    buffer = io.BytesIO()
+    _StudyPickler(buffer).dump(study)
+    return buffer.getvalue()
 
 
 def _nearest_offered(label: str, catalogue: Sequence[str], offered: Sequence[str]) -> str:

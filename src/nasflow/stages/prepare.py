@@ -22,6 +22,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         val_fraction=cfg.data.val_fraction,
         test_fraction=cfg.data.test_fraction,
         seed=cfg.data.split_seed,
+        train_size=cfg.data.train_size,
+        val_size=cfg.data.val_size,
     )
     log.info(
         "%s: %s, input %s, %d classes -> %s",

@@ -29,6 +29,7 @@ from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.selection import parse_rule, ranked, select
 from nasflow.tracking import OWNER_TAG, Tracker, git_commit
 from nasflow.training import InMemoryData, InMemoryDataModule, fit
+from nasflow.training.augment import configured
 from nasflow.training.checks import check_optimizers, check_trainer
 
 log = logging.getLogger("nasflow.retrain")
@@ -104,6 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 "arch": arch.to_json(),
                 "search_space": OmegaConf.to_container(cfg.search_space, resolve=True),
                 "seed": cfg.seed,
+                "augment": str(configured(cfg.data.get("augment")) or "none"),
             }
             with tracker.run(f"retrain-{arch.id}", tags, params) as run_id:
                 lock.record(run_id=run_id)
@@ -118,6 +120,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                         **record,
                         "retrain_run_id": run_id,
                         "epochs": epochs,
+                        "augment": params["augment"],
                         "checkpoint": checkpoint,
                         "checkpoint_sha256": sha256_file(outputs.path(checkpoint)),
                         # How to build the network again (evaluate does): the space it
@@ -226,7 +229,11 @@ def _fit(
         torch.manual_seed(cfg.seed)
         network = space.build(arch, info.input_shape, info.num_classes)
         datamodule = InMemoryDataModule(
-            [data.splits["train"], data.splits["val"]], None, batch_size, cfg.seed
+            [data.splits["train"], data.splits["val"]],
+            None,
+            batch_size,
+            cfg.seed,
+            augment=configured(cfg.data.get("augment")),
         )
         optimizer = instantiate(cfg.retrain.optimizer)
         scheduler = instantiate(cfg.retrain.scheduler) if cfg.retrain.scheduler else None

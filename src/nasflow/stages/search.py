@@ -31,6 +31,7 @@ from nasflow.pareto import (
 from nasflow.searching import SearchContext, Searcher, SearchOutcome
 from nasflow.tracking import OWNER_TAG, Tracker, TrackingError, git_commit
 from nasflow.training import InMemoryData
+from nasflow.training.augment import configured
 from nasflow.training.checks import check_optimizers, check_trainer
 
 log = logging.getLogger("nasflow.search")
@@ -63,6 +64,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     tracker: Tracker = instantiate(cfg.tracking)  # checks the store
     # Only train and val are loaded: the test split is never seen while searching.
     data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
+    data.augment = configured(cfg.data.get("augment"), candidates=True)
     space = instantiate(cfg.search_space)
     strategy: Searcher = instantiate(cfg.strategy, space=space)
     # What the search optimises and may train: checked before any work.

@@ -14,6 +14,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
 from nasflow.data import DatasetInfo, load_info, load_split
 from nasflow.data.prepare import check_split
+from nasflow.training.augment import Augment, AugmentedCollate
 
 
 class InMemoryData:
@@ -23,9 +24,14 @@ class InMemoryData:
     as an argument into a config node.
     """
 
-    def __init__(self, info: DatasetInfo, splits: dict[str, TensorDataset]) -> None:
+    def __init__(
+        self, info: DatasetInfo, splits: dict[str, TensorDataset], augment: Augment | None = None
+    ) -> None:
         self.info = info
         self.splits = splits
+        # What is done to the training batches of every network trained on this data
+        # (`data.augment`); None: nothing. The stages set it, the trainings read it.
+        self.augment = augment
 
     @classmethod
     def load(cls, data_dir: str | Path, splits: tuple[str, ...]) -> InMemoryData:
@@ -57,7 +63,9 @@ class InMemoryDataModule(pl.LightningDataModule):
         train: The training examples (one data set or several to concatenate).
         val: The validation examples, or None to train without validation.
         batch_size: Examples per batch.
-        seed: Seeds the shuffling of the training examples.
+        seed: Seeds the shuffling of the training examples, and their augmentation.
+        augment: What to do to each training image (`nasflow.training.augment`); never
+            to the validation examples. None: nothing.
     """
 
     def __init__(
@@ -66,16 +74,23 @@ class InMemoryDataModule(pl.LightningDataModule):
         val: Dataset | None,
         batch_size: int,
         seed: int,
+        augment: Augment | None = None,
     ) -> None:
         super().__init__()
         self.train = ConcatDataset(train) if isinstance(train, list) else train
         self.val = val
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
+        # Built once: its generator carries on from epoch to epoch.
+        self.collate = AugmentedCollate(augment, seed) if augment and augment.active else None
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
-            self.train, batch_size=self.batch_size, shuffle=True, generator=self.generator
+            self.train,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=self.generator,
+            collate_fn=self.collate,
         )
 
     def val_dataloader(self) -> DataLoader:

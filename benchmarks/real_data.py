@@ -1,0 +1,295 @@
+"""Is NAS worth it on real data? The searched model against hand-designed networks.
+
+What is measured
+    On one data set (Fashion-MNIST or CIFAR-10 from ``../shared/datasets/``, train and
+    val cut to ``--train-size`` and ``--val-size`` examples, the full official test
+    split), through the pipeline's own entry points (``pipelines/*.py``, one process
+    each, MLflow off):
+
+    (a) the zoo (``search_space=zoo``: LeNet-5, a small VGG, ResNet-20 and -56,
+        MobileNetV2, at ``--widths``) with grid search, each member trained as the
+        recipe's candidates are trained at full fidelity and scored on val: the best hand
+        design by validation, as a user would pick it;
+    (b) the recipe's search (``experiment=small_gray`` or ``cifar_like``: its space,
+        strategy and estimator).
+
+    Then every zoo member and the searched model are retrained with the same recipe (the
+    recipe's ``retrain`` settings and augmentation, ``--retrain-epochs`` if given) and
+    evaluated on the whole test split. For each: test accuracy, parameters, FLOPs
+    (torch's counter), CPU latency per image (batch 1, one thread, median), wall seconds
+    of search (the grid's for the zoo) and of retraining.
+
+    The verdict compares the searched model with the best zoo member of no more
+    parameters, and the compute: the search plus one retrain against the grid plus the
+    retrain of the zoo's best by validation (what each route costs a user), in wall
+    seconds and in candidate training epochs.
+
+How to run (from the repository root; torch on both cores, nothing else running)
+    .venv/bin/python benchmarks/real_data.py --dataset fashion_mnist
+    .venv/bin/python benchmarks/real_data.py --dataset cifar10
+    .venv/bin/python benchmarks/real_data.py --dataset fashion_mnist --train-size 500 \\
+        --val-size 200 --retrain-epochs 1 --candidate-epochs 1 --widths 0.25 --budget 4
+
+    Writes ``benchmarks/results/real_data_<dataset>.json`` and ``.png`` (``--output``);
+    the pipeline's files go under ``--work`` (git-ignored). Exits 0 whatever it finds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from report import ROOT, machine_info, run_stage, write_report
+
+from nasflow.artifacts import architecture_record
+from nasflow.config import register_configs
+from nasflow.measure import count_flops, count_params, latency_ms
+from nasflow.search_spaces.zoo import NETWORKS
+
+DATASETS = {
+    # data option, its source root, and the recipe for it
+    "fashion_mnist": ("fashion_mnist", "../shared/datasets/fashion-mnist", "small_gray"),
+    "cifar10": ("image_folder", "../shared/datasets/cifar10-jpeg", "cifar_like"),
+}
+
+
+def compose(overrides: list[str]) -> Any:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="fashion_mnist")
+    parser.add_argument("--root", help="the data set's folder (default: ../shared/datasets/...)")
+    parser.add_argument("--train-size", type=int, default=5000)
+    parser.add_argument("--val-size", type=int, default=1000)
+    parser.add_argument("--widths", default="0.5,1", help="the zoo's width multipliers")
+    parser.add_argument("--retrain-epochs", type=int, help="default: the recipe's")
+    parser.add_argument("--candidate-epochs", type=int, help="default: the recipe's full ones")
+    parser.add_argument("--budget", type=int, help="the recipe search's; default: the recipe's")
+    parser.add_argument("--work", default="benchmarks/work/real_data")
+    parser.add_argument("--output", default="benchmarks/results")
+    args = parser.parse_args()
+
+    data, default_root, recipe = DATASETS[args.dataset]
+    root = args.root or default_root
+    work = Path(args.work) / args.dataset
+    shutil.rmtree(work, ignore_errors=True)
+    data_overrides = [
+        f"data={data}",
+        f"data.source.root={root}",
+        f"data.train_size={args.train_size}",
+        f"data.val_size={args.val_size}",
+        f"paths.prepared={work / 'prepared'}",
+        f"paths.checkpoints={work / 'checkpoints'}",
+        "tracking=none",
+    ]
+    recipe_cfg = compose([*data_overrides, f"experiment={recipe}"])
+    candidate_epochs = args.candidate_epochs or int(recipe_cfg.estimator.then.then.epochs)
+    retrain_epochs = args.retrain_epochs or int(recipe_cfg.retrain.epochs)
+    augment = recipe_cfg.data.augment
+    # What every model is retrained with: the recipe's retrain, epochs and augmentation.
+    shared = [
+        f"retrain.epochs={retrain_epochs}",
+        f"retrain.batch_size={recipe_cfg.retrain.batch_size}",
+        f"data.augment.crop_padding={augment.crop_padding}",
+        f"data.augment.hflip={str(augment.hflip).lower()}",
+    ]
+    figures: dict[str, Any] = {"stages": {}}
+    figures["stages"]["prepare_s"] = run_stage("prepare", data_overrides)
+    meta = json.loads((work / "prepared" / "meta.json").read_text())
+    print(f"{args.dataset}: prepared {meta['sizes']} in {figures['stages']['prepare_s']} s")
+
+    # (a) the zoo, by grid search
+    widths = [float(w) for w in args.widths.split(",")]
+    members = len(NETWORKS) * len(widths)
+    zoo = [
+        *data_overrides,
+        *shared,
+        "search_space=zoo",
+        f"search_space.widths=[{','.join(f'{w:g}' for w in widths)}]",
+        "strategy=grid",
+        f"strategy.budget={members}",
+        "estimator=training",
+        f"estimator.epochs={candidate_epochs}",
+        f"estimator.batch_size={recipe_cfg.estimator.then.then.batch_size}",
+        f"paths.search={work / 'zoo' / 'search'}",
+    ]
+    zoo_search_s = run_stage("search", zoo)
+    print(f"zoo grid search: {zoo_search_s} s")
+    zoo_summary = json.loads((work / "zoo" / "search" / "summary.json").read_text())
+    history = [json.loads(line) for line in (work / "zoo" / "search" / "history.jsonl").open()]
+
+    # (b) the recipe's search
+    searched = [*data_overrides, *shared, f"experiment={recipe}"]
+    if args.budget:
+        searched.append(f"strategy.budget={args.budget}")
+    if args.candidate_epochs:
+        searched.append(f"estimator.then.then.epochs={args.candidate_epochs}")
+    searched.append(f"paths.search={work / 'searched' / 'search'}")
+    recipe_search_s = run_stage("search", searched)
+    recipe_summary = json.loads((work / "searched" / "search" / "summary.json").read_text())
+    print(f"{recipe} search: {recipe_search_s} s, {recipe_summary}")
+
+    rows = []
+    zoo_cfg = compose(zoo)
+    space = instantiate(zoo_cfg.search_space)
+    for record in history:
+        arch = space.from_json(record["architecture"])
+        folder = work / "zoo" / arch.describe().replace(" ", "_")
+        (folder / "search").mkdir(parents=True)
+        (folder / "search" / "best_architecture.json").write_text(
+            json.dumps(architecture_record(space, arch, score=record.get("score")))
+        )
+        row = retrain_and_evaluate(zoo, folder)
+        rows.append(
+            {"model": arch.describe(), "kind": "zoo", "val_acc": record.get("score"), **row}
+        )
+        print(rows[-1])
+    row = retrain_and_evaluate(searched, work / "searched")
+    best = json.loads((work / "searched" / "search" / "best_architecture.json").read_text())
+    rows.append(
+        {"model": best["description"], "kind": "searched", "val_acc": best.get("score"), **row}
+    )
+    print(rows[-1])
+
+    found = rows[-1]
+    zoo_rows = [r for r in rows if r["kind"] == "zoo"]
+    no_larger = [r for r in zoo_rows if r["params"] <= found["params"]]
+    rival = max(no_larger, key=lambda r: r["test_acc"]) if no_larger else None
+    pick = max(zoo_rows, key=lambda r: r["val_acc"] if r["val_acc"] is not None else -math.inf)
+    verdict = {
+        "searched": found["model"],
+        "searched_test_acc": found["test_acc"],
+        "best_zoo_of_no_more_params": rival and rival["model"],
+        "its_test_acc": rival and rival["test_acc"],
+        "searched_is_at_least_as_accurate": rival is None or found["test_acc"] >= rival["test_acc"],
+        "best_zoo_by_val": pick["model"],
+        "best_zoo_by_val_test_acc": pick["test_acc"],
+        "best_zoo_test_acc": max(r["test_acc"] for r in zoo_rows),
+    }
+    compute = {
+        "nas_s": round(recipe_search_s + found["retrain_s"], 1),
+        "zoo_s": round(zoo_search_s + pick["retrain_s"], 1),
+        "zoo_every_member_retrained_s": round(
+            zoo_search_s + sum(r["retrain_s"] for r in zoo_rows), 1
+        ),
+        "nas_candidate_epochs": recipe_summary.get("cost_epochs"),
+        "zoo_candidate_epochs": zoo_summary.get("cost_epochs"),
+    }
+    report = {
+        "benchmark": "real_data",
+        "dataset": args.dataset,
+        "data": {
+            "option": data,
+            "root": root,
+            "sizes": meta["sizes"],
+            "input_shape": meta.get("input_shape"),
+        },
+        "recipe": recipe,
+        "settings": {
+            "candidate_epochs": candidate_epochs,
+            "retrain_epochs": retrain_epochs,
+            "retrain_batch_size": int(recipe_cfg.retrain.batch_size),
+            "augment": OmegaConf.to_container(augment),
+            "zoo_widths": widths,
+            "recipe_budget": args.budget or int(recipe_cfg.strategy.budget),
+        },
+        "search": {
+            "zoo": {"seconds": zoo_search_s, **zoo_summary},
+            "recipe": {"seconds": recipe_search_s, **recipe_summary},
+        },
+        "rows": rows,
+        "verdict": verdict,
+        "compute": compute,
+        "machine": machine_info(),
+    }
+    out = Path(args.output)
+    write_report(report, out / f"real_data_{args.dataset}.json")
+    plot(report, out / f"real_data_{args.dataset}.png")
+    print(json.dumps({"verdict": verdict, "compute": compute}, indent=2))
+
+
+def retrain_and_evaluate(overrides: list[str], folder: Path) -> dict[str, Any]:
+    """Retrain the architecture `folder`/search/best_architecture.json names, evaluate it
+    on the test split; its figures and wall seconds."""
+    paths = [
+        f"paths.search={folder / 'search'}",
+        f"paths.retrain={folder / 'retrain'}",
+        f"paths.evaluate={folder / 'evaluate'}",
+    ]
+    retrain_s = run_stage("retrain", [*overrides, *paths])
+    evaluate_s = run_stage("evaluate", [*overrides, *paths])
+    model = json.loads((folder / "retrain" / "model.json").read_text())
+    metrics = json.loads((folder / "evaluate" / "metrics.json").read_text())
+    trained = json.loads((folder / "retrain" / "metrics.json").read_text())
+    space = instantiate(OmegaConf.create(model["search_space"]))
+    arch = space.from_json(model["architecture"])
+    meta = json.loads(
+        (
+            Path(next(o for o in overrides if o.startswith("paths.prepared=")).split("=", 1)[1])
+            / "meta.json"
+        ).read_text()
+    )
+    shape = tuple(meta["input_shape"])
+    network = space.build(arch, shape, len(meta["class_names"]))
+    return {
+        "test_acc": round(metrics["test_acc"], 4),
+        "params": count_params(network),
+        "flops": count_flops(network, shape),
+        "latency_ms": round(latency_ms(network, shape, batch_size=1, threads=1, repeats=30), 3),
+        "retrain_s": retrain_s,
+        "retrain_train_s": trained.get("seconds"),
+        "evaluate_s": evaluate_s,
+    }
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Test accuracy against parameters: the zoo's members, the searched model marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for row in report["rows"]:
+        searched = row["kind"] == "searched"
+        axes.scatter(
+            row["params"], 100 * row["test_acc"], marker="*" if searched else "o",
+            s=160 if searched else 30, color="tab:red" if searched else "tab:blue", zorder=3,
+        )  # fmt: skip
+        axes.annotate(row["model"] if not searched else f"searched: {row['model'][:40]}",
+                      (row["params"], 100 * row["test_acc"]), fontsize=6,
+                      xytext=(4, 3), textcoords="offset points")  # fmt: skip
+    axes.set_xscale("log")
+    axes.set_xlabel("parameters")
+    axes.set_ylabel("test accuracy (%)")
+    sizes = report["data"]["sizes"]
+    axes.set_title(
+        f"{report['dataset']}: train {sizes['train']}, val {sizes['val']}, test {sizes['test']}; "
+        f"retrained {report['settings']['retrain_epochs']} epochs ({report['recipe']})",
+        fontsize=8,
+    )
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    start = time.perf_counter()
+    main()
+    print(f"{time.perf_counter() - start:.0f} s in all")
