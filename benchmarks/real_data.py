@@ -81,7 +81,12 @@ def main() -> None:
     parser.add_argument("--budget", type=int, help="the recipe search's; default: the recipe's")
     parser.add_argument("--work", default="benchmarks/work/real_data")
     parser.add_argument("--output", default="benchmarks/results")
+    parser.add_argument("--replot", help="only redraw the plot of this JSON")
     args = parser.parse_args()
+    if args.replot:
+        report = json.loads(Path(args.replot).read_text())
+        plot(report, Path(args.replot).with_suffix(".png"))
+        return
 
     data, default_root, recipe = DATASETS[args.dataset]
     root = args.root or default_root
@@ -270,7 +275,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
             row["params"], 100 * row["test_acc"], marker="*" if searched else "o",
             s=160 if searched else 30, color="tab:red" if searched else "tab:blue", zorder=3,
         )  # fmt: skip
-        axes.annotate(row["model"] if not searched else f"searched: {row['model'][:40]}",
+        axes.annotate(row["model"] if not searched else "searched",
                       (row["params"], 100 * row["test_acc"]), fontsize=6,
                       xytext=(4, 3), textcoords="offset points")  # fmt: skip
     axes.set_xscale("log")
@@ -283,7 +288,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
         fontsize=8,
     )
     axes.grid(alpha=0.3)
-    figure.tight_layout()
+    found = next(r for r in report["rows"] if r["kind"] == "searched")
+    figure.text(0.01, 0.01, f"searched: {found['model']}", fontsize=6)
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     print(f"wrote {path}")
