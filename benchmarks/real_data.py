@@ -50,7 +50,7 @@ from report import ROOT, machine_info, run_stage, write_report
 
 from nasflow.artifacts import architecture_record
 from nasflow.config import register_configs
-from nasflow.measure import count_flops, count_params, latency_ms
+from nasflow.measure import latency_ms
 from nasflow.search_spaces.zoo import NETWORKS
 
 DATASETS = {
@@ -158,12 +158,12 @@ def main() -> None:
         (folder / "search" / "best_architecture.json").write_text(
             json.dumps(architecture_record(space, arch, score=record.get("score")))
         )
-        row = retrain_and_evaluate(zoo, folder)
+        row = retrain_and_evaluate(zoo, folder, meta)
         rows.append(
             {"model": arch.describe(), "kind": "zoo", "val_acc": record.get("score"), **row}
         )
         print(rows[-1])
-    row = retrain_and_evaluate(searched, work / "searched")
+    row = retrain_and_evaluate(searched, work / "searched", meta)
     best = json.loads((work / "searched" / "search" / "best_architecture.json").read_text())
     rows.append(
         {"model": best["description"], "kind": "searched", "val_acc": best.get("score"), **row}
@@ -227,9 +227,12 @@ def main() -> None:
     print(json.dumps({"verdict": verdict, "compute": compute}, indent=2))
 
 
-def retrain_and_evaluate(overrides: list[str], folder: Path) -> dict[str, Any]:
+def retrain_and_evaluate(
+    overrides: list[str], folder: Path, meta: dict[str, Any]
+) -> dict[str, Any]:
     """Retrain the architecture `folder`/search/best_architecture.json names, evaluate it
-    on the test split; its figures and wall seconds."""
+    on the test split (prepared as `meta`, its meta.json, says); its figures and wall
+    seconds."""
     paths = [
         f"paths.search={folder / 'search'}",
         f"paths.retrain={folder / 'retrain'}",
@@ -242,18 +245,12 @@ def retrain_and_evaluate(overrides: list[str], folder: Path) -> dict[str, Any]:
     trained = json.loads((folder / "retrain" / "metrics.json").read_text())
     space = instantiate(OmegaConf.create(model["search_space"]))
     arch = space.from_json(model["architecture"])
-    meta = json.loads(
-        (
-            Path(next(o for o in overrides if o.startswith("paths.prepared=")).split("=", 1)[1])
-            / "meta.json"
-        ).read_text()
-    )
     shape = tuple(meta["input_shape"])
-    network = space.build(arch, shape, len(meta["class_names"]))
+    network = space.build(arch, shape, len(meta["class_names"]))  # for its latency
     return {
         "test_acc": round(metrics["test_acc"], 4),
-        "params": count_params(network),
-        "flops": count_flops(network, shape),
+        "params": trained["params"],  # as retrain counted them (torch's FLOP counter)
+        "flops": trained["flops"],
         "latency_ms": round(latency_ms(network, shape, batch_size=1, threads=1, repeats=30), 3),
         "retrain_s": retrain_s,
         "retrain_train_s": trained.get("seconds"),

@@ -282,8 +282,9 @@ class ZooSpace(SearchSpace):
         return cls(widths=(0.0625, 0.125, 0.25, 0.375, 0.5, 0.75))
 
     def grammar(self) -> Grammar:
-        network = yield Decision("network", self.networks)
-        width = yield Decision("width", tuple(_label(w) for w in self.widths))
+        network_decision, width_decision = self.catalogue()
+        network = yield network_decision
+        width = yield width_decision
         return ZooArchitecture(network, float(width))
 
     def to_labels(self, arch: Architecture) -> list[str]:

@@ -81,7 +81,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     space = retrain_space(cfg)
     models = chosen_architectures(cfg, space, top_k)
     # Train and val together: the search has already used val to choose. Test stays unseen.
-    data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
+    data = _training_data(cfg)
     with lock, outputs:
         # A retrain that died without a word (kill -9) left its run RUNNING.
         tracker.close_stale(lock.owner)
@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 "arch": arch.to_json(),
                 "search_space": OmegaConf.to_container(cfg.search_space, resolve=True),
                 "seed": cfg.seed,
-                "augment": str(configured(cfg.data.get("augment")) or "none"),
+                "augment": str(data.augment or "none"),
             }
             with tracker.run(f"retrain-{arch.id}", tags, params) as run_id:
                 lock.record(run_id=run_id)
@@ -213,6 +213,13 @@ def _replica() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("RANK", "0")) > 0
 
 
+def _training_data(cfg: DictConfig) -> InMemoryData:
+    """Train and val, with the augmentation ``data.augment`` gives the final training."""
+    data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
+    data.augment = configured(cfg.data.get("augment"))
+    return data
+
+
 def _fit(
     cfg: DictConfig,
     space: SearchSpace,
@@ -233,7 +240,7 @@ def _fit(
             None,
             batch_size,
             cfg.seed,
-            augment=configured(cfg.data.get("augment")),
+            augment=data.augment,
         )
         optimizer = instantiate(cfg.retrain.optimizer)
         scheduler = instantiate(cfg.retrain.scheduler) if cfg.retrain.scheduler else None
@@ -256,7 +263,7 @@ def _train_replica(cfg: DictConfig, epochs: int, batch_size: int) -> dict[str, A
     outputs, the lock and the tracking are the first process's."""
     space = retrain_space(cfg)
     arch, _ = chosen_architectures(cfg, space)[0]
-    data = InMemoryData.load(cfg.paths.prepared, ("train", "val"))
+    data = _training_data(cfg)
     _, trainer, _ = _fit(cfg, space, arch, data, epochs, batch_size, logger=False)
     with tempfile.TemporaryDirectory() as unused:  # only the first process writes
         trainer.save_checkpoint(Path(unused) / "model.ckpt")
