@@ -29,6 +29,8 @@ How to run (from the repository root; torch on both cores, nothing else running)
     .venv/bin/python benchmarks/real_data.py --dataset cifar10
     .venv/bin/python benchmarks/real_data.py --dataset fashion_mnist --train-size 500 \\
         --val-size 200 --retrain-epochs 1 --candidate-epochs 1 --widths 0.25 --budget 4
+    .venv/bin/python benchmarks/real_data.py --dataset fashion_mnist \\
+        --zoo-from benchmarks/results/real_data_fashion_mnist.json
 
     Writes ``benchmarks/results/real_data_<dataset>.json`` and ``.png`` (``--output``);
     the pipeline's files go under ``--work`` (git-ignored). Exits 0 whatever it finds.
@@ -40,6 +42,7 @@ import argparse
 import json
 import math
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -73,22 +76,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="fashion_mnist")
     parser.add_argument("--root", help="the data set's folder (default: ../shared/datasets/...)")
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")),
+        help="the experiment to search with (default: small_gray for fashion_mnist, "
+        "cifar_like for cifar10)",
+    )
     parser.add_argument("--train-size", type=int, default=5000)
     parser.add_argument("--val-size", type=int, default=1000)
     parser.add_argument("--widths", default="0.5,1", help="the zoo's width multipliers")
     parser.add_argument("--retrain-epochs", type=int, help="default: the recipe's")
     parser.add_argument("--candidate-epochs", type=int, help="default: the recipe's full ones")
     parser.add_argument("--budget", type=int, help="the recipe search's; default: the recipe's")
+    parser.add_argument(
+        "--retrain-seeds",
+        type=int,
+        default=1,
+        help="retrain the searched model and its rival at seeds 0..N-1 (seed 0: the table's)",
+    )
     parser.add_argument("--work", default="benchmarks/work/real_data")
     parser.add_argument("--output", default="benchmarks/results")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override for the recipe's search and retrain (repeatable)",
+    )
     parser.add_argument("--replot", help="only redraw the plot of this JSON")
+    parser.add_argument(
+        "--zoo-from",
+        help="a real_data JSON of the same data and settings: take its zoo rows and grid "
+        "search instead of training the zoo again (to compare another recipe)",
+    )
     args = parser.parse_args()
     if args.replot:
         report = json.loads(Path(args.replot).read_text())
         plot(report, Path(args.replot).with_suffix(".png"))
         return
 
-    data, default_root, recipe = DATASETS[args.dataset]
+    data, default_root, default_recipe = DATASETS[args.dataset]
+    recipe = args.recipe or default_recipe
     root = args.root or default_root
     work = Path(args.work) / args.dataset
     shutil.rmtree(work, ignore_errors=True)
@@ -101,7 +129,7 @@ def main() -> None:
         f"paths.checkpoints={work / 'checkpoints'}",
         "tracking=none",
     ]
-    recipe_cfg = compose([*data_overrides, f"experiment={recipe}"])
+    recipe_cfg = compose([*data_overrides, f"experiment={recipe}", *args.set])
     candidate_epochs = args.candidate_epochs or int(recipe_cfg.estimator.then.then.epochs)
     retrain_epochs = args.retrain_epochs or int(recipe_cfg.retrain.epochs)
     augment = recipe_cfg.data.augment
@@ -132,13 +160,29 @@ def main() -> None:
         f"estimator.batch_size={recipe_cfg.estimator.then.then.batch_size}",
         f"paths.search={work / 'zoo' / 'search'}",
     ]
-    zoo_search_s = run_stage("search", zoo)
-    print(f"zoo grid search: {zoo_search_s} s")
-    zoo_summary = json.loads((work / "zoo" / "search" / "summary.json").read_text())
-    history = [json.loads(line) for line in (work / "zoo" / "search" / "history.jsonl").open()]
+    settings = {
+        "candidate_epochs": candidate_epochs,
+        "retrain_epochs": retrain_epochs,
+        "retrain_batch_size": int(recipe_cfg.retrain.batch_size),
+        "augment": OmegaConf.to_container(augment),
+        "zoo_widths": widths,
+    }
+    zoo_rows: list[dict[str, Any]] | None = None  # retrained below, unless taken
+    if args.zoo_from:
+        earlier = earlier_zoo(Path(args.zoo_from), args.dataset, meta["sizes"], settings)
+        zoo_search_s, zoo_summary, zoo_rows = (
+            earlier["seconds"],
+            earlier["summary"],
+            earlier["rows"],
+        )
+        print(f"zoo: {len(zoo_rows)} members from {args.zoo_from}")
+    else:
+        zoo_search_s = run_stage("search", zoo)
+        print(f"zoo grid search: {zoo_search_s} s")
+        zoo_summary = json.loads((work / "zoo" / "search" / "summary.json").read_text())
 
     # (b) the recipe's search
-    searched = [*data_overrides, *shared, f"experiment={recipe}"]
+    searched = [*data_overrides, *shared, f"experiment={recipe}", *args.set]
     if args.budget:
         searched.append(f"strategy.budget={args.budget}")
     if args.candidate_epochs:
@@ -148,21 +192,7 @@ def main() -> None:
     recipe_summary = json.loads((work / "searched" / "search" / "summary.json").read_text())
     print(f"{recipe} search: {recipe_search_s} s, {recipe_summary}")
 
-    rows = []
-    zoo_cfg = compose(zoo)
-    space = instantiate(zoo_cfg.search_space)
-    for record in history:
-        arch = space.from_json(record["architecture"])
-        folder = work / "zoo" / arch.describe().replace(" ", "_")
-        (folder / "search").mkdir(parents=True)
-        (folder / "search" / "best_architecture.json").write_text(
-            json.dumps(architecture_record(space, arch, score=record.get("score")))
-        )
-        row = retrain_and_evaluate(zoo, folder, meta)
-        rows.append(
-            {"model": arch.describe(), "kind": "zoo", "val_acc": record.get("score"), **row}
-        )
-        print(rows[-1])
+    rows = zoo_rows if zoo_rows is not None else retrain_the_zoo(zoo, work, meta)
     row = retrain_and_evaluate(searched, work / "searched", meta)
     best = json.loads((work / "searched" / "search" / "best_architecture.json").read_text())
     rows.append(
@@ -185,6 +215,15 @@ def main() -> None:
         "best_zoo_by_val_test_acc": pick["test_acc"],
         "best_zoo_test_acc": max(r["test_acc"] for r in zoo_rows),
     }
+    if args.retrain_seeds > 1 and rival is not None:
+        verdict["reseeded"] = reseeded(
+            args.retrain_seeds,
+            {"searched": (searched, work / "searched"), "rival": (zoo, None)},
+            {"searched": found, "rival": rival},
+            work,
+            meta,
+        )
+        print(verdict["reseeded"])
     compute = {
         "nas_s": round(recipe_search_s + found["retrain_s"], 1),
         "zoo_s": round(zoo_search_s + pick["retrain_s"], 1),
@@ -205,13 +244,11 @@ def main() -> None:
         },
         "recipe": recipe,
         "settings": {
-            "candidate_epochs": candidate_epochs,
-            "retrain_epochs": retrain_epochs,
-            "retrain_batch_size": int(recipe_cfg.retrain.batch_size),
-            "augment": OmegaConf.to_container(augment),
-            "zoo_widths": widths,
+            **settings,
             "recipe_budget": args.budget or int(recipe_cfg.strategy.budget),
+            "recipe_overrides": args.set,
         },
+        "zoo_from": args.zoo_from,
         "search": {
             "zoo": {"seconds": zoo_search_s, **zoo_summary},
             "recipe": {"seconds": recipe_search_s, **recipe_summary},
@@ -225,6 +262,91 @@ def main() -> None:
     write_report(report, out / f"real_data_{args.dataset}.json")
     plot(report, out / f"real_data_{args.dataset}.png")
     print(json.dumps({"verdict": verdict, "compute": compute}, indent=2))
+
+
+def retrain_the_zoo(zoo: list[str], work: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Retrain and evaluate every member the zoo's grid search (under `work`) evaluated."""
+    space = instantiate(compose(zoo).search_space)
+    rows = []
+    for line in (work / "zoo" / "search" / "history.jsonl").open():
+        record = json.loads(line)
+        arch = space.from_json(record["architecture"])
+        folder = work / "zoo" / arch.describe().replace(" ", "_")
+        (folder / "search").mkdir(parents=True)
+        (folder / "search" / "best_architecture.json").write_text(
+            json.dumps(architecture_record(space, arch, score=record.get("score")))
+        )
+        row = retrain_and_evaluate(zoo, folder, meta)
+        rows.append(
+            {"model": arch.describe(), "kind": "zoo", "val_acc": record.get("score"), **row}
+        )
+        print(rows[-1])
+    return rows
+
+
+def earlier_zoo(
+    path: Path, dataset: str, sizes: dict[str, int], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The zoo's grid search and rows of an earlier report, if it measured the same data
+    set, sizes and settings (a SystemExit naming the difference if not)."""
+    if not path.is_file():
+        raise SystemExit(f"--zoo-from: no such file {path}")
+    earlier = json.loads(path.read_text())
+    mine = {"dataset": dataset, "sizes": sizes, **settings}
+    theirs = {
+        "dataset": earlier.get("dataset"),
+        "sizes": earlier.get("data", {}).get("sizes"),
+        **{key: earlier.get("settings", {}).get(key) for key in settings},
+    }
+    for figures in (mine, theirs):  # the zoo's candidates never augment: the recipe's may
+        figures["augment"] = {
+            k: v for k, v in (figures["augment"] or {}).items() if k != "candidates"
+        }
+    differ = [f"{k}: {theirs[k]} there, {mine[k]} here" for k in mine if theirs[k] != mine[k]]
+    if differ:
+        raise SystemExit(f"--zoo-from {path} measured other settings ({'; '.join(differ)})")
+    return {
+        "seconds": earlier["search"]["zoo"]["seconds"],
+        "summary": {k: v for k, v in earlier["search"]["zoo"].items() if k != "seconds"},
+        "rows": [row for row in earlier["rows"] if row["kind"] == "zoo"],
+    }
+
+
+def reseeded(
+    seeds: int,
+    runs: dict[str, tuple[list[str], Path | None]],
+    rows: dict[str, dict[str, Any]],
+    work: Path,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """The test accuracies of the searched model and its rival retrained at seeds
+    0..`seeds`-1 (seed 0 is the table's run; the split stays that of `data.split_seed`):
+    how much of the verdict's margin one retrain's initialisation and batch order move."""
+    figures: dict[str, Any] = {"seeds": list(range(seeds))}
+    for name, (overrides, searched_in) in runs.items():
+        accuracies = [rows[name]["test_acc"]]
+        for seed in range(1, seeds):
+            folder = work / "reseeded" / f"{name}_seed{seed}"
+            (folder / "search").mkdir(parents=True)
+            target = folder / "search" / "best_architecture.json"
+            if searched_in is not None:
+                shutil.copy(searched_in / "search" / "best_architecture.json", target)
+            else:  # a zoo member, by its name
+                space = instantiate(compose(overrides).search_space)
+                arch = space.parse(rows[name]["model"])
+                target.write_text(json.dumps(architecture_record(space, arch)))
+            row = retrain_and_evaluate([*overrides, f"seed={seed}"], folder, meta)
+            accuracies.append(row["test_acc"])
+        figures[name] = {
+            "model": rows[name]["model"],
+            "test_acc": accuracies,
+            "mean": round(statistics.mean(accuracies), 4),
+            "std": round(statistics.stdev(accuracies), 4),
+        }
+    figures["searched_mean_is_at_least_as_accurate"] = (
+        figures["searched"]["mean"] >= figures["rival"]["mean"]
+    )
+    return figures
 
 
 def retrain_and_evaluate(

@@ -21,11 +21,12 @@ SHRINK = [
     "retrain.epochs=1",
     "tracking=none",
 ]
-SPACE = {"small_gray": ["search_space.max_layers=3"], "cifar_like": ["search_space.channels=4"]}
+CHAIN = ["search_space.min_layers=2", "search_space.max_layers=3", "search_space.filters=[8]"]
+SPACE = {"small_gray": CHAIN, "cifar_like": CHAIN, "cifar_cells": ["search_space.channels=4"]}
 
 
 def test_the_recipes_are_there() -> None:
-    assert {"small_gray", "cifar_like"} <= set(EXPERIMENTS)
+    assert {"small_gray", "cifar_like", "cifar_cells"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -38,8 +39,12 @@ def test_a_recipe_sets_what_it_promises(name: str) -> None:
     assert cfg.strategy._target_.endswith("RegularizedEvolution")
     assert cfg.estimator._target_.endswith("PreFilter") and cfg.estimator.then.rungs == [1]
     assert cfg.data.augment.crop_padding > 0  # retraining on real data augments
-    if name == "cifar_like":
-        assert cfg.search_space._target_.endswith("NB201Space") and cfg.data.augment.hflip
+    if name.startswith("cifar"):
+        assert cfg.data.augment.hflip
+    if name == "cifar_cells":
+        assert cfg.search_space._target_.endswith("NB201Space")
+    else:  # the chain recipes: convolutions only, a FLOPs bound
+        assert "dense" not in cfg.search_space.ops and cfg.search.constraints
 
 
 @pytest.mark.slow
