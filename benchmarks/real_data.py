@@ -10,8 +10,8 @@ What is measured
         MobileNetV2, at ``--widths``) with grid search, each member trained as the
         recipe's candidates are trained at full fidelity and scored on val: the best hand
         design by validation, as a user would pick it;
-    (b) the recipe's search (``experiment=small_gray`` or ``cifar_like``: its space,
-        strategy and estimator).
+    (b) the recipe's search (``--recipe``, by default ``experiment=small_gray`` or
+        ``cifar_like``: its space, strategy and estimator).
 
     Then every zoo member and the searched model are retrained with the same recipe (the
     recipe's ``retrain`` settings and augmentation, ``--retrain-epochs`` if given) and
@@ -20,9 +20,10 @@ What is measured
     of search (the grid's for the zoo) and of retraining.
 
     The verdict compares the searched model with the best zoo member of no more
-    parameters, and the compute: the search plus one retrain against the grid plus the
-    retrain of the zoo's best by validation (what each route costs a user), in wall
-    seconds and in candidate training epochs.
+    parameters (with ``--retrain-seeds``, over several retrains of each), and the
+    compute: the search plus one retrain against the grid plus the retrain of the zoo's
+    best by validation (what each route costs a user), in wall seconds and in candidate
+    training epochs.
 
 How to run (from the repository root; torch on both cores, nothing else running)
     .venv/bin/python benchmarks/real_data.py --dataset fashion_mnist
@@ -92,7 +93,8 @@ def main() -> None:
         "--retrain-seeds",
         type=int,
         default=1,
-        help="retrain the searched model and its rival at seeds 0..N-1 (seed 0: the table's)",
+        help="retrain the searched model, its rival of no more parameters and the best zoo "
+        "member at seeds 0..N-1 (seed 0: the table's)",
     )
     parser.add_argument("--work", default="benchmarks/work/real_data")
     parser.add_argument("--output", default="benchmarks/results")
