@@ -29,7 +29,7 @@ How to run (from the repository root; torch on both cores, nothing else running)
     .venv/bin/python benchmarks/real_data.py --dataset fashion_mnist
     .venv/bin/python benchmarks/real_data.py --dataset cifar10
     .venv/bin/python benchmarks/real_data.py --dataset fashion_mnist --train-size 500 \\
-        --val-size 200 --retrain-epochs 1 --candidate-epochs 1 --widths 0.25 --budget 4
+        --val-size 200 --retrain-epochs 1 --candidate-epochs 2 --widths 0.25 --budget 4
     .venv/bin/python benchmarks/real_data.py --dataset fashion_mnist \\
         --zoo-from benchmarks/results/real_data_fashion_mnist.json
 
@@ -208,6 +208,7 @@ def main() -> None:
     no_larger = [r for r in zoo_rows if r["params"] <= found["params"]]
     rival = max(no_larger, key=lambda r: r["test_acc"]) if no_larger else None
     pick = max(zoo_rows, key=lambda r: r["val_acc"] if r["val_acc"] is not None else -math.inf)
+    best_zoo = max(zoo_rows, key=lambda r: r["test_acc"])
     verdict = {
         "searched": found["model"],
         "searched_test_acc": found["test_acc"],
@@ -216,15 +217,25 @@ def main() -> None:
         "searched_is_at_least_as_accurate": rival is None or found["test_acc"] >= rival["test_acc"],
         "best_zoo_by_val": pick["model"],
         "best_zoo_by_val_test_acc": pick["test_acc"],
-        "best_zoo_test_acc": max(r["test_acc"] for r in zoo_rows),
+        "best_zoo_test_acc": best_zoo["test_acc"],
     }
     if args.retrain_seeds > 1 and rival is not None:
-        best_zoo = max(zoo_rows, key=lambda r: r["test_acc"])
-        runs = {"searched": (searched, work / "searched"), "rival": (zoo, None)}
-        named = {"searched": found, "rival": rival}
+        zoo_space = instantiate(compose(zoo).search_space)
+
+        def zoo_record(row: dict[str, Any]) -> str:
+            return json.dumps(architecture_record(zoo_space, zoo_space.parse(row["model"])))
+
+        runs = {
+            "searched": (
+                searched,
+                found,
+                (work / "searched" / "search" / "best_architecture.json").read_text(),
+            ),
+            "rival": (zoo, rival, zoo_record(rival)),
+        }
         if best_zoo["model"] != rival["model"]:  # a larger hand design did better
-            runs["best_zoo"], named["best_zoo"] = (zoo, None), best_zoo
-        verdict["reseeded"] = reseeded(args.retrain_seeds, runs, named, work, meta)
+            runs["best_zoo"] = (zoo, best_zoo, zoo_record(best_zoo))
+        verdict["reseeded"] = reseeded(args.retrain_seeds, runs, work, meta)
         print(verdict["reseeded"])
     compute = {
         "nas_s": round(recipe_search_s + found["retrain_s"], 1),
@@ -316,8 +327,7 @@ def earlier_zoo(
 
 def reseeded(
     seeds: int,
-    runs: dict[str, tuple[list[str], Path | None]],
-    rows: dict[str, dict[str, Any]],
+    runs: dict[str, tuple[list[str], dict[str, Any], str]],
     work: Path,
     meta: dict[str, Any],
 ) -> dict[str, Any]:
@@ -325,25 +335,20 @@ def reseeded(
     against (its rival of no more parameters, and the best zoo member where that is
     another) retrained at seeds 0..`seeds`-1 (seed 0 is the table's run; the split stays
     that of `data.split_seed`): how much of the verdict's margin one retrain's
-    initialisation and batch order move."""
+    initialisation and batch order move. `runs` names each model's overrides, table row
+    and architecture record (the best_architecture.json its retrain reads)."""
     figures: dict[str, Any] = {"seeds": list(range(seeds))}
-    for name, (overrides, searched_in) in runs.items():
-        accuracies, seconds = [rows[name]["test_acc"]], [rows[name]["retrain_s"]]
+    for name, (overrides, row, record) in runs.items():
+        accuracies, seconds = [row["test_acc"]], [row["retrain_s"]]
         for seed in range(1, seeds):
             folder = work / "reseeded" / f"{name}_seed{seed}"
             (folder / "search").mkdir(parents=True)
-            target = folder / "search" / "best_architecture.json"
-            if searched_in is not None:
-                shutil.copy(searched_in / "search" / "best_architecture.json", target)
-            else:  # a zoo member, by its name
-                space = instantiate(compose(overrides).search_space)
-                arch = space.parse(rows[name]["model"])
-                target.write_text(json.dumps(architecture_record(space, arch)))
-            row = retrain_and_evaluate([*overrides, f"seed={seed}"], folder, meta)
-            accuracies.append(row["test_acc"])
-            seconds.append(row["retrain_s"])
+            (folder / "search" / "best_architecture.json").write_text(record)
+            again = retrain_and_evaluate([*overrides, f"seed={seed}"], folder, meta)
+            accuracies.append(again["test_acc"])
+            seconds.append(again["retrain_s"])
         figures[name] = {
-            "model": rows[name]["model"],
+            "model": row["model"],
             "test_acc": accuracies,
             "retrain_s": seconds,  # seed 0's from the table (for a zoo member, maybe
             # another day's: --zoo-from), the others measured here
