@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import copy
+import functools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from nasflow.config import register_configs
@@ -27,10 +34,32 @@ TINY = [
 
 
 def compose_config(overrides: list[str] = ()) -> DictConfig:  # type: ignore[assignment]
-    """The pipeline's config as `python pipelines/<stage>.py <overrides>` would compose it."""
+    """The pipeline's config as `python pipelines/<stage>.py <overrides>` would compose it.
+
+    Hydra composes in two steps: the defaults list that the group choices (`group=option`)
+    make, merged, and then every other override set on the result. The first step takes a
+    fifth of a second and most tests share it, so it is done once per process for each set
+    of choices; the second is Hydra's own, on a copy.
+    """
+    chosen = tuple(o for o in overrides if _chooses(o))
+    cfg = copy.deepcopy(_composed(chosen, os.environ.get("NASFLOW_CONF_PATH", "")))
+    values = OverridesParser.create().parse_overrides([o for o in overrides if not _chooses(o)])
+    ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+    return cfg
+
+
+def _chooses(override: str) -> bool:
+    """Whether `override` chooses a config group's option (the groups are not nested)."""
+    key = override.partition("=")[0].lstrip("+~")
+    return "." not in key and any((folder / key).is_dir() for folder in conf_dirs())
+
+
+@functools.cache
+def _composed(chosen: tuple[str, ...], conf_path: str) -> DictConfig:
+    """The config with these choices (and the option files found through `conf_path`)."""
     register_configs()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(chosen))
 
 
 @pytest.fixture
@@ -57,12 +86,34 @@ def tiny_cfg(tmp_path: Path, prepared_digits: Path) -> DictConfig:
             *TINY,
             f"paths.prepared={prepared_digits}",
             f"paths.search={tmp_path / 'search'}",
+            f"paths.checkpoints={tmp_path / 'checkpoints'}",
             f"paths.retrain={tmp_path / 'retrain'}",
             f"paths.evaluate={tmp_path / 'evaluate'}",
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"tracking.uri={tracking_store(tmp_path)}",
             f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
         ]
     )
+
+
+def tracking_store(folder: Path) -> str:
+    """The URI of the MLflow store `folder`/mlflow.db, which starts empty where there is
+    none: a copy of one this process made once. MLflow takes a second or more to create a
+    new store's tables, and most end-to-end tests start from an empty store of their own."""
+    store = folder / "mlflow.db"
+    if not store.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_empty_store(), store)
+    return f"sqlite:///{store}"
+
+
+@functools.cache
+def _empty_store() -> Path:
+    from mlflow.tracking import MlflowClient
+
+    folder = Path(tempfile.mkdtemp(prefix="nasflow-empty-store-"))
+    atexit.register(shutil.rmtree, folder, True)
+    MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()  # creates it
+    return folder / "mlflow.db"
 
 
 def conf_dirs() -> list[Path]:

@@ -38,7 +38,7 @@ from nasflow.search_strategies import (
     TPESearch,
 )
 from nasflow.training import InMemoryData
-from tests.conftest import compose_config
+from tests.conftest import compose_config, tracking_store
 
 SPACE = NB201Space(channels=4, cells_per_stage=1)
 TABLE_SPACE = NB201Space()
@@ -421,7 +421,7 @@ def test_the_search_stage_runs_a_prefilter_and_successive_halving_and_logs_rungs
             f"paths.prepared={prepared_digits}",
             f"paths.search={tmp_path / 'search'}",
             f"paths.checkpoints={tmp_path / 'checkpoints'}",
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"tracking.uri={tracking_store(tmp_path)}",
             f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
         ]
     )

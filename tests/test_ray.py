@@ -29,7 +29,7 @@ from nasflow.records import EvaluateFn, Evaluation, Task
 from nasflow.search_spaces import ChainSpace
 from nasflow.training import InMemoryData
 from tests import launch
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, tracking_store
 
 # All end-to-end, so run first and together: the module's Ray job then serves them all.
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
@@ -179,7 +179,7 @@ def test_a_driver_killed_with_two_in_flight_evaluates_each_candidate_once(
         f"paths.prepared={prepared_digits}",
         f"paths.search={tmp_path / 'search'}",
         f"paths.checkpoints={tmp_path / 'checkpoints'}",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        f"tracking.uri={tracking_store(tmp_path)}",
         f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
     )
     driver = launch.start(command)

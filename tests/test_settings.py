@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from nasflow.config import DataConfig, NasflowConfig, check_settings, register_configs
+from nasflow.config import DataConfig, NasflowConfig, check_settings
 from nasflow.errors import NasflowError
 from nasflow.registry import COMPONENTS
 from nasflow.schemas import cached, dataclass_fields, number_kind
-from tests.conftest import ROOT, compose_config, option_files
+from tests.conftest import compose_config, option_files
 from tests.test_cli import assert_one_line_error, run_stage
 
 GROUPS = ("data", "search_space", "strategy", "estimator", "executor", "tracking")
@@ -71,15 +70,13 @@ OPTIONS = [(group, path.stem) for group in GROUPS for path in option_files(group
 
 @functools.cache
 def _every_option() -> dict[tuple[str, str], DictConfig]:
-    """The config as each option of each group composes it (as `compose_config` does,
-    in one Hydra context: composing ~40 options once each is most of this file's time)."""
-    register_configs()
+    """The config as each option of each group composes it (composing ~40 options once
+    each is most of this file's time; test_config.py's composes of them then reuse it)."""
     found = {}
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        for group, option in OPTIONS:
-            # Your own images have no default location: the one value an option cannot guess.
-            extra = ["data.source.root=/images"] if option == "image_folder" else []
-            found[group, option] = compose("config", overrides=[f"{group}={option}", *extra])
+    for group, option in OPTIONS:
+        # Your own images have no default location: the one value an option cannot guess.
+        extra = ["data.source.root=/images"] if option == "image_folder" else []
+        found[group, option] = compose_config([f"{group}={option}", *extra])
     return found
 
 
