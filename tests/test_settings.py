@@ -68,20 +68,11 @@ def stage_settings() -> list[tuple[str, dict[str, Any]]]:
 OPTIONS = [(group, path.stem) for group in GROUPS for path in option_files(group)]
 
 
-@functools.cache
-def _every_option() -> dict[tuple[str, str], DictConfig]:
-    """The config as each option of each group composes it (composing ~40 options once
-    each is most of this file's time; test_config.py's composes of them then reuse it)."""
-    found = {}
-    for group, option in OPTIONS:
-        # Your own images have no default location: the one value an option cannot guess.
-        extra = ["data.source.root=/images"] if option == "image_folder" else []
-        found[group, option] = compose_config([f"{group}={option}", *extra])
-    return found
-
-
 def composed(group: str, option: str) -> DictConfig:
-    return _every_option()[group, option]
+    """The config as `option` of `group` composes it (Hydra's part once per process)."""
+    # Your own images have no default location: the one value an option cannot guess.
+    extra = ["data.source.root=/images"] if option == "image_folder" else []
+    return compose_config([f"{group}={option}", *extra])
 
 
 def _component_fields(node: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
@@ -101,21 +92,16 @@ def _component_fields(node: Any, where: str) -> list[tuple[str, dict[str, Any]]]
     return found
 
 
-def component_settings() -> list[tuple[str, str, str, dict[str, Any]]]:
-    """(group, option, key, field) of every numeric setting an option file builds."""
-    return [
-        (group, option, key, field)
-        for group, option in OPTIONS
-        for key, field in _component_fields(composed(group, option)[group], group)
-    ]
+def component_settings(group: str, option: str) -> list[tuple[str, dict[str, Any]]]:
+    """(key, field) of every numeric setting that `option` of `group` builds."""
+    return _component_fields(composed(group, option)[group], group)
 
 
-# (group, option, key, field) of every numeric setting: the stage settings in the
-# default config (whose strategy is random), then every option's components'.
-SETTINGS = [("strategy", "random", k, f) for k, f in stage_settings()] + component_settings()
-IDS = [
-    k if i < len(stage_settings()) else f"{g}={o}:{k}" for i, (g, o, k, _) in enumerate(SETTINGS)
-]
+# The stage settings, found in the dataclasses at collection; each option's components'
+# settings are found in the test that checks them (composing every option here would make
+# each test worker compose them all before it runs a test).
+STAGE_SETTINGS = stage_settings()
+STAGE_KEYS = [key for key, _ in STAGE_SETTINGS]
 
 
 def _set(cfg: DictConfig, key: str, field: dict[str, Any], value: Any) -> str:
@@ -137,17 +123,11 @@ def _allowed(value: int, field: dict[str, Any]) -> bool:
     return all(BOUNDS[bound](value, limit) for bound, limit in field["range"].items())
 
 
-@pytest.mark.parametrize(("group", "option", "key", "field"), SETTINGS, ids=IDS)
-def test_every_numeric_setting_declares_a_range(
-    group: str, option: str, key: str, field: dict[str, Any]
-) -> None:
+def _declares_a_range(key: str, field: dict[str, Any]) -> None:
     assert field.get("range"), f"{key} declares no range: annotate it, e.g. Annotated[int, Ge(1)]"
 
 
-@pytest.mark.parametrize(("group", "option", "key", "field"), SETTINGS, ids=IDS)
-def test_zero_minus_one_and_a_word_are_refused_in_one_line_naming_the_key(
-    group: str, option: str, key: str, field: dict[str, Any]
-) -> None:
+def _refused_in_one_line(group: str, option: str, key: str, field: dict[str, Any]) -> None:
     """Out of the declared range: one line naming the key, its range and the value. In
     it: no error. A word: OmegaConf refuses it, naming the key (as it does an override
     at composition, below)."""
@@ -169,9 +149,40 @@ def test_zero_minus_one_and_a_word_are_refused_in_one_line_naming_the_key(
     assert f"full_key: {named}" in str(error.value)
 
 
+# The stage settings in the default config (whose strategy is random).
+@pytest.mark.parametrize(("key", "field"), STAGE_SETTINGS, ids=STAGE_KEYS)
+def test_every_numeric_stage_setting_declares_a_range(key: str, field: dict[str, Any]) -> None:
+    _declares_a_range(key, field)
+
+
+@pytest.mark.parametrize(("key", "field"), STAGE_SETTINGS, ids=STAGE_KEYS)
+def test_a_stage_setting_s_zero_minus_one_and_a_word_are_refused_in_one_line(
+    key: str, field: dict[str, Any]
+) -> None:
+    _refused_in_one_line("strategy", "random", key, field)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_numeric_setting_of_an_option_declares_a_range(group: str, option: str) -> None:
+    for key, field in component_settings(group, option):
+        _declares_a_range(key, field)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_an_option_s_zero_minus_one_and_a_word_are_refused_in_one_line_naming_the_key(
+    group: str, option: str
+) -> None:
+    for key, field in component_settings(group, option):
+        _refused_in_one_line(group, option, key, field)
+
+
 def test_the_settings_are_found() -> None:
     """The walk finds what is known to be there, nested settings included."""
-    keys = set(IDS)
+    keys = set(STAGE_KEYS) | {
+        f"{group}={option}:{key}"
+        for group, option in OPTIONS
+        for key, _ in component_settings(group, option)
+    }
     assert {
         "seed",
         "retrain.batch_size",
