@@ -41,11 +41,22 @@ def compose_config(overrides: list[str] = ()) -> DictConfig:  # type: ignore[ass
     fifth of a second and most tests share it, so it is done once per process for each set
     of choices; the second is Hydra's own, on a copy.
     """
-    chosen = tuple(o for o in overrides if _chooses(o))
-    cfg = copy.deepcopy(_composed(chosen, os.environ.get("NASFLOW_CONF_PATH", "")))
-    values = OverridesParser.create().parse_overrides([o for o in overrides if not _chooses(o)])
-    ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+    chosen: list[str] = []
+    values: list[str] = []
+    for override in overrides:
+        (chosen if _chooses(override) else values).append(override)
+    cfg = copy.deepcopy(_composed(tuple(chosen), os.environ.get("NASFLOW_CONF_PATH", "")))
+    ConfigLoaderImpl._apply_overrides_to_config(
+        OverridesParser.create().parse_overrides(values), cfg
+    )
     return cfg
+
+
+def compose_option(group: str, option: str) -> DictConfig:
+    """The config with `option` of `group` chosen, as a user would start from it."""
+    # Your own images have no default location: the one value an option cannot guess.
+    extra = ["data.source.root=/images"] if option == "image_folder" else []
+    return compose_config([f"{group}={option}", *extra])
 
 
 def _chooses(override: str) -> bool:

@@ -15,7 +15,7 @@ from nasflow.oneshot import OneShotStrategy
 from nasflow.params import compose_params
 from nasflow.search_spaces import SearchSpace
 from nasflow.search_strategies import SearchStrategy
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, compose_config, compose_option
 
 OPTIONS = sorted(
     (group.name, option.stem)
@@ -39,9 +39,7 @@ def _target(node: Any) -> type:
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_builds(group: str, option: str) -> None:
-    # Your own images have no default location: the one value an option cannot guess.
-    extra = ["data.source.root=/images"] if option == "image_folder" else []
-    cfg = compose_config([f"{group}={option}", *extra])
+    cfg = compose_option(group, option)
     if group == "experiment":  # a recipe sets other groups' values (test_experiments.py)
         assert isinstance(instantiate(cfg.search_space), SearchSpace)
         return

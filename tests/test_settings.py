@@ -10,7 +10,6 @@ for one that declares no range.
 
 from __future__ import annotations
 
-import copy
 import functools
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from nasflow.config import DataConfig, NasflowConfig, check_settings
 from nasflow.errors import NasflowError
 from nasflow.registry import COMPONENTS
 from nasflow.schemas import cached, dataclass_fields, number_kind
-from tests.conftest import compose_config, option_files
+from tests.conftest import compose_config, compose_option, option_files
 from tests.test_cli import assert_one_line_error, run_stage
 
 GROUPS = ("data", "search_space", "strategy", "estimator", "executor", "tracking")
@@ -68,13 +67,6 @@ def stage_settings() -> list[tuple[str, dict[str, Any]]]:
 OPTIONS = [(group, path.stem) for group in GROUPS for path in option_files(group)]
 
 
-def composed(group: str, option: str) -> DictConfig:
-    """The config as `option` of `group` composes it (Hydra's part once per process)."""
-    # Your own images have no default location: the one value an option cannot guess.
-    extra = ["data.source.root=/images"] if option == "image_folder" else []
-    return compose_config([f"{group}={option}", *extra])
-
-
 def _component_fields(node: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
     """(key, field) of every numeric setting of the components at or under `node`."""
     found: list[tuple[str, dict[str, Any]]] = []
@@ -94,7 +86,7 @@ def _component_fields(node: Any, where: str) -> list[tuple[str, dict[str, Any]]]
 
 def component_settings(group: str, option: str) -> list[tuple[str, dict[str, Any]]]:
     """(key, field) of every numeric setting that `option` of `group` builds."""
-    return _component_fields(composed(group, option)[group], group)
+    return _component_fields(compose_option(group, option)[group], group)
 
 
 # The stage settings, found in the dataclasses at collection; each option's components'
@@ -132,7 +124,7 @@ def _refused_in_one_line(group: str, option: str, key: str, field: dict[str, Any
     it: no error. A word: OmegaConf refuses it, naming the key (as it does an override
     at composition, below)."""
     assert "range" in field, f"{key} declares no range"
-    cfg = copy.deepcopy(composed(group, option))
+    cfg = compose_option(group, option)
     for value in TRIED:
         named = _set(cfg, key, field, value)
         if _allowed(value, field):
@@ -213,7 +205,7 @@ def test_interpolated_values_are_checked_resolved() -> None:
     a setting that interpolates another is checked as it resolves."""
     with pytest.raises(NasflowError, match=r"^seed must be an integer >= 0, got -1$"):
         check_settings(compose_config(["seed=-1"]))
-    cfg = copy.deepcopy(composed("estimator", "prefilter"))
+    cfg = compose_option("estimator", "prefilter")
     OmegaConf.update(cfg, "estimator.then.epochs", "${seed}")  # 0
     with pytest.raises(
         NasflowError, match=r"^estimator\.then\.epochs must be a positive integer, got 0$"
@@ -233,7 +225,7 @@ def test_retraining_changes_are_checked_as_the_space_settings() -> None:
 def test_every_option_passes_as_it_is() -> None:
     for group in GROUPS:
         for path in option_files(group):
-            check_settings(composed(group, path.stem))
+            check_settings(compose_option(group, path.stem))
 
 
 @pytest.mark.slow
