@@ -177,26 +177,44 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
         known = shared / "ray.address"
         if known.exists():
             return known.read_text()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port, client_port = _free_ports(2)
         ray = Path(sys.executable).with_name("ray")
-        head = subprocess.Popen(
-            [str(ray), "start", "--head", "--block", f"--port={port}",
-             "--node-ip-address=127.0.0.1", f"--num-cpus={RAY_CPUS}", "--num-gpus=0",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={shared / 'ray'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        log = shared / "ray-start.log"
+        with log.open("w") as output:
+            head = subprocess.Popen(
+                [str(ray), "start", "--head", "--block", f"--port={port}",
+                 "--node-ip-address=127.0.0.1", f"--num-cpus={RAY_CPUS}", "--num-gpus=0",
+                 "--include-dashboard=false", "--disable-usage-stats",
+                 f"--temp-dir={shared / 'ray'}",
+                 # Its Ray Client server on a free port, not on 10001 (whoever else has that);
+                 # no log monitor (drivers here do not take the workers' output).
+                 f"--ray-client-server-port={client_port}", "--include-log-monitor=false"],
+                stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         (shared / "ray.pid").write_text(str(head.pid))
         address = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            if head.poll() is not None:
+                tail = log.read_text().strip().splitlines()[-1:]
+                pytest.fail(f"ray start --head exited with {head.returncode}: {tail}")
             with socket.socket() as client:
                 if client.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.2)
         known.write_text(address)
         return address
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 now."""
+    import socket
+
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
 
 
 def _session_folder(factory: pytest.TempPathFactory) -> Path:

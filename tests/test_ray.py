@@ -127,6 +127,40 @@ def test_a_worker_killed_mid_candidate_is_retried_and_the_search_completes(
     assert by_proposal(history) == by_proposal(undisturbed)
 
 
+# Before the tests whose workers die: it trains on the worker the tests above left (one
+# that has loaded torch and Lightning) and one more, not on two new ones.
+def test_a_constrained_multi_objective_search_on_two_workers_trains_nothing_over_the_bound(
+    prepared_digits: Path, ray_job: str
+) -> None:
+    """The screen measures each proposal in the driver before it is submitted; the
+    workers' evaluations come back with the driver's measures added."""
+    from nasflow.constraints import Screen, parse_constraints
+    from nasflow.measure import cheap_measures
+
+    cfg = compose_config(
+        [*TINY, "estimator.epochs=1", "strategy=mo_evolution", "strategy.budget=4"]
+    )
+    data = InMemoryData.load(prepared_digits, ("train", "val"))
+    info = data.info
+    space = instantiate(cfg.search_space)
+    strategy = instantiate(cfg.strategy, space=space)
+    estimator = instantiate(cfg.estimator, space=space, data=data, trainer=instantiate(cfg.trainer))
+
+    def measure(arch: Any, names: Any) -> dict[str, float]:
+        build = lambda: space.build(arch, info.input_shape, info.num_classes)  # noqa: E731
+        return cheap_measures(build, info.input_shape, names, {"repeats": 3, "warmup": 1})
+
+    screen = Screen(measure, parse_constraints(["params<=20000"]), ["params", "latency_ms"])
+    with RayExecutor(workers=2, address=ray_job) as executor:
+        history = run_search(strategy, estimator, executor, cfg.seed, screen=screen)
+    assert len(history) == 4
+    assert all(c.evaluation.params is not None and c.evaluation.params <= 20000 for c in history)
+    assert all(c.evaluation.metrics["latency_ms"] > 0 for c in history)
+    assert all(r["params"] > 20000 for r in screen.filtered)
+    proposals = {c.proposal for c in history} | {r["proposal"] for r in screen.filtered}
+    assert proposals == set(range(max(proposals) + 1))
+
+
 def dying() -> EvaluateFn:
     """A candidate whose worker process dies, as one the kernel's OOM killer takes. A
     function made here is pickled by value: the worker needs no test module (nor the
@@ -211,35 +245,3 @@ def test_a_driver_killed_with_two_in_flight_evaluates_each_candidate_once(
     assert [p.info.status for p in parents] == ["FINISHED"]
     assert sorted(int(c.data.tags["nasflow.proposal"]) for c in children) == list(range(budget))
     assert {c.info.status for c in children} == {"FINISHED"}
-
-
-def test_a_constrained_multi_objective_search_on_two_workers_trains_nothing_over_the_bound(
-    prepared_digits: Path, ray_job: str
-) -> None:
-    """The screen measures each proposal in the driver before it is submitted; the
-    workers' evaluations come back with the driver's measures added."""
-    from nasflow.constraints import Screen, parse_constraints
-    from nasflow.measure import cheap_measures
-
-    cfg = compose_config(
-        [*TINY, "estimator.epochs=1", "strategy=mo_evolution", "strategy.budget=4"]
-    )
-    data = InMemoryData.load(prepared_digits, ("train", "val"))
-    info = data.info
-    space = instantiate(cfg.search_space)
-    strategy = instantiate(cfg.strategy, space=space)
-    estimator = instantiate(cfg.estimator, space=space, data=data, trainer=instantiate(cfg.trainer))
-
-    def measure(arch: Any, names: Any) -> dict[str, float]:
-        build = lambda: space.build(arch, info.input_shape, info.num_classes)  # noqa: E731
-        return cheap_measures(build, info.input_shape, names, {"repeats": 3, "warmup": 1})
-
-    screen = Screen(measure, parse_constraints(["params<=20000"]), ["params", "latency_ms"])
-    with RayExecutor(workers=2, address=ray_job) as executor:
-        history = run_search(strategy, estimator, executor, cfg.seed, screen=screen)
-    assert len(history) == 4
-    assert all(c.evaluation.params is not None and c.evaluation.params <= 20000 for c in history)
-    assert all(c.evaluation.metrics["latency_ms"] > 0 for c in history)
-    assert all(r["params"] > 20000 for r in screen.filtered)
-    proposals = {c.proposal for c in history} | {r["proposal"] for r in screen.filtered}
-    assert proposals == set(range(max(proposals) + 1))
