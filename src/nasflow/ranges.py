@@ -33,6 +33,7 @@ Seed = Annotated[int, Ge(0)]  # numpy's and torch's generators refuse negative s
 PositiveFloat = Annotated[float, Gt(0)]  # learning rates, time and cost limits
 NonNegativeFloat = Annotated[float, Ge(0)]  # weight decays, loss weights, margins
 Decay = Annotated[float, Interval(ge=0, lt=1)]  # a moving average's or momentum's decay
+Probability = Annotated[float, Interval(ge=0, le=1)]  # crossover, exploration rates
 
 #: The bounds a range may have, in the order messages state them.
 BOUNDS: dict[str, Callable[[Any, Any], bool]] = {

@@ -140,6 +140,18 @@ class SearchSpace(Component, ABC):
         beside the search's own figures); empty for a space without a benchmark."""
         return {}
 
+    def agent_state(self, labels: Sequence[str]) -> tuple[Any, ...]:
+        """What an agent that designs architectures decision by decision (MetaQNN's
+        Q-learner) knows when it makes the decision after `labels`.
+
+        By default all of them, so the agent's states form a tree: right for a cell,
+        where the op on an edge matters with every op chosen before it. A space may
+        summarise them into fewer states that its decisions depend on, as MetaQNN's layer
+        type, depth and representation size summarise a chain; a state must fix the
+        options the grammar offers next.
+        """
+        return tuple(labels)
+
     def parse(self, text: str) -> Architecture:
         """An architecture from text a person typed: JSON here; spaces may accept more."""
         try:

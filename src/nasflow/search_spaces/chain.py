@@ -210,6 +210,21 @@ class ChainSpace(SearchSpace):
             state = self._next_state(state, op)  # type: ignore[assignment]
         return ChainArchitecture(tuple(layers))
 
+    def agent_state(self, labels: Sequence[str]) -> tuple[Any, ...]:
+        """MetaQNN's state of a chain (Baker et al. 2017): the depth chosen, which layer
+        is being decided, the previous layer (its op and fields), the representation size
+        (how many poolings so far) and what is decided of the current layer."""
+        if not labels:
+            return ("depth",)
+        rest, index, pools = tuple(labels[1:]), 0, 0
+        previous: tuple[str, ...] = ()
+        # Whole layers first (an op and its fields), then what there is of the current one.
+        while rest and len(rest) > (size := len(OP_FIELDS[rest[0]])):
+            previous, rest = rest[: 1 + size], rest[1 + size :]
+            pools += previous[0] in ("max_pool", "avg_pool")
+            index += 1
+        return (labels[0], index, pools, previous, rest)
+
     def to_labels(self, arch: Architecture) -> list[str]:
         if not isinstance(arch, ChainArchitecture):
             raise NasflowError(f"not a chain architecture: {type(arch).__name__}")

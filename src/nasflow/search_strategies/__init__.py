@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from nasflow.search_strategies.evolution import RegularizedEvolution
     from nasflow.search_strategies.grid import GridSearch
     from nasflow.search_strategies.local_search import LocalSearch
+    from nasflow.search_strategies.metaqnn import MetaQNN
     from nasflow.search_strategies.mo_evolution import MultiObjectiveEvolution
     from nasflow.search_strategies.nsga2 import NSGA2Search
     from nasflow.search_strategies.random import RandomSearch
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GridSearch",
     "LocalSearch",
+    "MetaQNN",
     "MultiObjectiveEvolution",
     "NSGA2Search",
     "RandomSearch",
@@ -36,6 +38,7 @@ __getattr__, __dir__ = exports(
     {
         "GridSearch": "grid",
         "LocalSearch": "local_search",
+        "MetaQNN": "metaqnn",
         "MultiObjectiveEvolution": "mo_evolution",
         "NSGA2Search": "nsga2",
         "RandomSearch": "random",

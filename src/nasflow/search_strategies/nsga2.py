@@ -19,12 +19,10 @@ from annotated_types import Interval
 
 from nasflow.errors import NasflowError, check_int
 from nasflow.pareto import Objective, multi_objectives, objective_vector
-from nasflow.ranges import PositiveInt, Seed
+from nasflow.ranges import PositiveInt, Probability, Seed
 from nasflow.records import Evaluation
 from nasflow.search_spaces.base import SearchSpace
 from nasflow.search_strategies.optuna_study import OptunaSearch
-
-Probability = Annotated[float, Interval(ge=0, le=1)]
 
 
 class NSGA2Search(OptunaSearch):

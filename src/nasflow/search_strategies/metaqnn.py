@@ -1,0 +1,255 @@
+"""MetaQNN: a Q-learning agent that designs networks decision by decision (Baker et al.,
+ICLR 2017).
+
+The agent walks the space's grammar. Its state at each decision is what the space says
+matters there (`SearchSpace.agent_state`: for the chain, MetaQNN's own depth, layer and
+representation size; for a cell, the edge and every op chosen before it), its actions are
+the options the grammar offers, and it picks them ε-greedily from a table of Q-values:
+with probability ε an option uniformly at random, otherwise the option of highest Q,
+ties broken at random. Every reward is zero but the last, the architecture's validation
+score, so with the paper's discount of 1 a Q-value learns the best score reachable
+after its decision. After each evaluation the agent stores the architecture's decisions
+and score in its replay memory and replays `replay` of them drawn uniformly, each with
+the paper's one-step update from the last decision back to the first:
+
+    Q(s_T, a_T) <- (1 - lr) Q(s_T, a_T) + lr * score
+    Q(s_i, a_i) <- (1 - lr) Q(s_i, a_i) + lr * discount * max_a' Q(s_{i+1}, a')
+
+Q-values start at `q_init` (the paper's 0.5, for scores that are fractions). ε follows the
+paper's schedule scaled to the budget: 1500 of its 2700 networks at ε = 1 (random search),
+then 100 each at 0.9, 0.8 and 0.7 and 150 each at 0.6 down to 0.1 (`epsilons` and
+`epsilon_models`, as shares of `budget`). A draw that repeats an evaluated architecture
+is not trained again: as in the paper, its score is reused (stored and replayed as a new
+experience) and the agent draws again, so a repeat does not count against the budget.
+
+The strategy keeps nothing but its generator, the Q-table, the replay memory and the
+scores it has been told, so any number of asks may run ahead of their tells (the
+asynchronous and Ray executors) and `state_dict` resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from nasflow.errors import NasflowError
+from nasflow.ranges import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, Seed
+from nasflow.records import Evaluation
+from nasflow.search_spaces.base import Architecture, SearchSpace
+from nasflow.search_strategies.base import SearchStrategy, check_positive
+
+#: One decision of an episode: the agent's state, the options offered, the one chosen.
+Step = tuple[tuple[Any, ...], tuple[str, ...], str]
+Episode = tuple[Step, ...]
+
+#: MetaQNN's ε schedule: networks trained at each ε (Baker et al. 2017, Table 5).
+EPSILONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+EPSILON_MODELS = (1500, 100, 100, 100, 150, 150, 150, 150, 150, 150)
+
+
+class MetaQNN(SearchStrategy):
+    """Tabular Q-learning over the space's decisions, ε-greedy, with experience replay.
+
+    Args:
+        space: The search space.
+        budget: The most evaluations; the ε schedule is scaled to it.
+        seed: Seeds every random choice (exploration, ties, replay draws).
+        learning_rate: The Q-learning rate (the paper's 0.01).
+        discount: The discount of the next decision's value (the paper's 1).
+        q_init: Every Q-value before its first update, in the score's units (the paper's
+            0.5, for accuracies as fractions).
+        replay: Memories replayed after each evaluation (the paper replays 100; 128 here).
+        epsilons: The exploration rates, in the order they are used.
+        epsilon_models: How many networks each rate of `epsilons` proposes, as shares of
+            their sum: the paper's counts, scaled to `budget`.
+        max_tries: Episodes per `ask` (repeats reuse their score) before `max_tries`
+            uniform samples, and then the conclusion that the space is used up.
+    """
+
+    name = "metaqnn"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        budget: PositiveInt,
+        seed: Seed = 0,
+        learning_rate: PositiveFloat = 0.01,
+        discount: NonNegativeFloat = 1.0,
+        q_init: NonNegativeFloat = 0.5,
+        replay: PositiveInt = 128,
+        epsilons: Sequence[Probability] = EPSILONS,
+        epsilon_models: Sequence[PositiveInt] = EPSILON_MODELS,
+        max_tries: PositiveInt = 100,
+    ) -> None:
+        super().__init__(space, budget, seed)
+        for key, value in (("replay", replay), ("max_tries", max_tries)):
+            check_positive(key, value)
+        if len(epsilons) != len(epsilon_models) or not epsilons:
+            raise NasflowError(
+                f"strategy.epsilons and strategy.epsilon_models need one count per rate, got "
+                f"{len(epsilons)} rates and {len(epsilon_models)} counts"
+            )
+        self.learning_rate = float(learning_rate)
+        self.discount = float(discount)
+        self.q_init = float(q_init)
+        self.replay = replay
+        self.max_tries = max_tries
+        self.epsilons = tuple(float(e) for e in epsilons)
+        # Where each rate ends, in proposals: the schedule's shares of the budget.
+        total, ends, running = sum(epsilon_models), [], 0
+        for count in epsilon_models:
+            running += int(count)
+            ends.append(budget * running / total)
+        self.epsilon_ends = tuple(ends)
+        self.q: dict[tuple[tuple[Any, ...], str], float] = {}
+        self.memory: list[tuple[Episode, float]] = []
+        self.scores: dict[str, float] = {}  # every architecture told, by id
+        self.pending: dict[str, Episode] = {}  # proposed, not yet told
+        self.discarded: set[str] = set()
+        self.proposals = 0  # the ε position
+        self.worst: float | None = None
+
+    # -- ask/tell --------------------------------------------------------------------------
+
+    @property
+    def epsilon(self) -> float:
+        """The exploration rate of the next proposal."""
+        for epsilon, end in zip(self.epsilons, self.epsilon_ends, strict=True):
+            if self.proposals < end:
+                return epsilon
+        return self.epsilons[-1]
+
+    def ask(self) -> Architecture | None:
+        for _ in range(self.max_tries):
+            arch, episode = self._episode(self.epsilon)
+            if arch.id in self.scores:  # trained before: its score again, no training
+                self._learn(episode, self.scores[arch.id])
+            elif arch.id not in self.pending and arch.id not in self.discarded:
+                return self._propose(arch, episode)
+        for _ in range(self.max_tries):  # the agent keeps repeating itself: draw afresh
+            arch = self.space.sample(self.rng)
+            if not self._known(arch):
+                return self._propose(arch, self._replayed(arch))
+        return None
+
+    def tell(self, arch: Architecture, evaluation: Evaluation) -> None:
+        episode = self.pending.pop(arch.id, None) or self._replayed(arch)
+        if evaluation.score is not None and math.isfinite(evaluation.score):
+            reward = float(evaluation.score)
+            self.worst = reward if self.worst is None else min(self.worst, reward)
+        else:  # a failure is as bad as the worst architecture seen
+            reward = self.worst if self.worst is not None else self.q_init
+        self.scores[arch.id] = reward
+        self._learn(episode, reward)
+
+    def discard(self, arch: Architecture) -> None:
+        # Never evaluated, so never a reward; not proposed again either.
+        self.pending.pop(arch.id, None)
+        self.discarded.add(arch.id)
+
+    def metrics(self) -> dict[str, float]:
+        values = list(self.q.values())
+        if not values:
+            return {"epsilon": self.epsilon}
+        mean = sum(values) / len(values)
+        spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        return {
+            "epsilon": self.epsilon,
+            "q_mean": mean,
+            "q_spread": spread,  # the standard deviation over every Q-value learnt
+            "q_max": max(values),
+            "q_entries": float(len(values)),
+        }
+
+    # -- the agent ---------------------------------------------------------------------------
+
+    def _known(self, arch: Architecture) -> bool:
+        return arch.id in self.scores or arch.id in self.pending or arch.id in self.discarded
+
+    def _propose(self, arch: Architecture, episode: Episode) -> Architecture:
+        self.pending[arch.id] = episode
+        self.proposals += 1
+        return arch
+
+    def _episode(self, epsilon: float) -> tuple[Architecture, Episode]:
+        """One walk through the grammar, each decision ε-greedy on the Q-values."""
+        labels: list[str] = []
+        steps: list[Step] = []
+        grammar = self.space.grammar()
+        decision = next(grammar)
+        while True:
+            state = self.space.agent_state(labels)
+            offered = decision.choices
+            if len(offered) == 1:
+                label = offered[0]
+            elif self.rng.random() < epsilon:
+                label = offered[int(self.rng.integers(len(offered)))]
+            else:
+                values = [self.q.get((state, option), self.q_init) for option in offered]
+                best = max(values)
+                ties = [option for option, v in zip(offered, values, strict=True) if v == best]
+                label = ties[int(self.rng.integers(len(ties)))] if len(ties) > 1 else ties[0]
+            steps.append((state, offered, label))
+            labels.append(label)
+            try:
+                decision = grammar.send(label)
+            except StopIteration as done:
+                return done.value, tuple(steps)
+
+    def _replayed(self, arch: Architecture) -> Episode:
+        """The episode that emits `arch` (one told without being proposed here)."""
+        labels = self.space.to_labels(arch)
+        steps: list[Step] = []
+        grammar = self.space.grammar()
+        decision = next(grammar)
+        for i, label in enumerate(labels):
+            steps.append((self.space.agent_state(labels[:i]), decision.choices, label))
+            try:
+                decision = grammar.send(label)
+            except StopIteration:
+                break
+        return tuple(steps)
+
+    def _learn(self, episode: Episode, reward: float) -> None:
+        """Store the experience and replay `replay` memories drawn uniformly."""
+        self.memory.append((episode, reward))
+        draws = self.rng.integers(len(self.memory), size=self.replay)
+        for index in draws:
+            self._update(*self.memory[int(index)])
+
+    def _update(self, episode: Episode, reward: float) -> None:
+        """The paper's Q-value update along one episode, from its last decision back."""
+        lr, q, q_init = self.learning_rate, self.q, self.q_init
+        target = reward
+        for i in range(len(episode) - 1, -1, -1):
+            state, _, label = episode[i]
+            key = (state, label)
+            old = q.get(key, q_init)
+            q[key] = old + lr * (target - old)
+            if i:  # the value of the decision before: the best option offered here
+                target = self.discount * max(q.get((state, o), q_init) for o in episode[i][1])
+
+    # -- resume ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "q": list(self.q.items()),
+            "memory": list(self.memory),
+            "scores": dict(self.scores),
+            "pending": dict(self.pending),
+            "discarded": sorted(self.discarded),
+            "proposals": self.proposals,
+            "worst": self.worst,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.q = dict(state["q"])
+        self.memory = list(state["memory"])
+        self.scores = dict(state["scores"])
+        self.pending = dict(state["pending"])
+        self.discarded = set(state["discarded"])
+        self.proposals = state["proposals"]
+        self.worst = state["worst"]

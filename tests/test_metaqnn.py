@@ -1,0 +1,116 @@
+"""MetaQNN's mechanics: the paper's Q-update, its ε schedule scaled to the budget, reused
+scores for repeats, and the chain's MetaQNN states. What every learning strategy must do
+(seeding, exact resume, no repeats, failures) is in test_learning_strategies.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nasflow.records import Evaluation
+from nasflow.search_spaces import ChainSpace, NB201Architecture, NB201Space
+from nasflow.search_strategies.metaqnn import MetaQNN
+
+NB201 = NB201Space()
+
+
+def convs(arch: NB201Architecture) -> float:
+    """Fraction of the six edges that carry a 3x3 convolution."""
+    return arch.edges.count("nor_conv_3x3") / 6
+
+
+def test_one_update_is_the_paper_s_backward_q_learning_step() -> None:
+    agent = MetaQNN(NB201, budget=10, seed=0, learning_rate=0.5, replay=1)
+    _, episode = agent._episode(epsilon=1.0)
+    agent._update(episode, reward=0.9)
+    # Backwards from the last decision: Q <- Q + lr (target - Q), the last target the
+    # reward, each earlier one the best Q-value offered at the next decision.
+    expected, target = {}, 0.9
+    for i in range(len(episode) - 1, -1, -1):
+        state, offered, label = episode[i]
+        expected[state, label] = 0.5 + 0.5 * (target - 0.5)
+        target = max(expected.get((state, o), 0.5) for o in offered)
+    assert agent.q == pytest.approx(expected)
+    assert agent.q[episode[-1][0], episode[-1][2]] == pytest.approx(0.7)
+    assert agent.q[episode[-2][0], episode[-2][2]] == pytest.approx(0.6)
+
+
+def test_epsilon_follows_the_paper_s_schedule_scaled_to_the_budget() -> None:
+    agent = MetaQNN(NB201, budget=270, seed=0)  # a tenth of the paper's 2,700 networks
+    seen = []
+    for _ in range(270):
+        seen.append(agent.epsilon)
+        agent.ask()
+    counts = {e: seen.count(e) for e in dict.fromkeys(seen)}
+    assert counts == {
+        1.0: 150, 0.9: 10, 0.8: 10, 0.7: 10, 0.6: 15, 0.5: 15, 0.4: 15, 0.3: 15, 0.2: 15, 0.1: 15
+    }  # fmt: skip
+    assert agent.metrics()["epsilon"] == 0.1
+
+
+def test_a_repeat_reuses_its_score_and_is_never_proposed_again() -> None:
+    space = ChainSpace(min_layers=1, max_layers=1, filters=[4], kernel_sizes=[1, 3], skip=False)
+    agent = MetaQNN(space, budget=100, seed=0, epsilons=[0.0], epsilon_models=[1])
+    proposed = []
+    while (arch := agent.ask()) is not None:
+        proposed.append(arch.id)
+        agent.tell(arch, Evaluation(status="ok", score=0.1 * len(proposed)))
+    assert len(proposed) == len(set(proposed)) == space.size()
+    # Greedy from the start: after the first architecture every episode repeats the best
+    # so far until its reused score has been replayed below an untried option's.
+    assert len(agent.memory) > space.size()
+    assert set(agent.scores) == set(proposed)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_agent_learns_to_exploit_what_scored_best(seed: int) -> None:
+    """On a landscape where 3x3 convolutions score (accuracies from 0.5 to 0.9, so the
+    paper's initial Q of 0.5 is below every score), the greedy walk after 300 evaluations
+    puts a 3x3 convolution on at least 4 of the 6 edges (1.2 by chance, 4 or more in 2 %
+    of uniform draws), and the last proposals carry more of them than uniform ones."""
+    agent = MetaQNN(NB201, budget=300, seed=seed)
+    late = []
+    for i in range(300):
+        arch = agent.ask()
+        assert isinstance(arch, NB201Architecture)
+        agent.tell(arch, Evaluation(status="ok", score=0.5 + 0.4 * convs(arch)))
+        if i >= 250:
+            late.append(convs(arch))
+    greedy, _ = agent._episode(epsilon=0.0)
+    assert isinstance(greedy, NB201Architecture)
+    assert greedy.edges.count("nor_conv_3x3") >= 4
+    assert np.mean(late) > 0.24  # uniform: 0.2 with a standard error of 0.023
+    metrics = agent.metrics()
+    assert metrics["q_spread"] > 0 and metrics["q_max"] > 0.5
+
+
+def test_a_failure_is_rewarded_as_the_worst_score_seen() -> None:
+    agent = MetaQNN(NB201, budget=10, seed=0)
+    first, second = agent.ask(), agent.ask()
+    assert first is not None and second is not None
+    agent.tell(first, Evaluation(status="ok", score=0.3))
+    agent.tell(second, Evaluation.failure(RuntimeError("out of memory")))
+    assert agent.scores[second.id] == 0.3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_chain_state_fixes_the_options_offered_next(seed: int) -> None:
+    """MetaQNN's summary of a chain prefix (depth, layer, representation size, previous
+    layer) must not merge prefixes the grammar treats differently."""
+    space = ChainSpace(max_layers=5, max_pooling=2)
+    rng = np.random.default_rng(seed)
+    offered: dict[tuple, tuple[str, ...]] = {}
+    for _ in range(200):
+        labels = space.to_labels(space.sample(rng))
+        for i in range(len(labels)):
+            state = space.agent_state(labels[:i])
+            choices = space.next_decision(labels[:i]).choices  # type: ignore[union-attr]
+            assert offered.setdefault(state, choices) == choices, (state, labels[:i])
+    assert len(offered) < 2000  # a summary: far fewer states than prefixes
+
+
+def test_bad_schedules_are_refused() -> None:
+    from nasflow.errors import NasflowError
+
+    with pytest.raises(NasflowError, match="one count per rate"):
+        MetaQNN(NB201, budget=10, epsilons=[1.0, 0.5], epsilon_models=[10])
