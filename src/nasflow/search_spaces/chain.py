@@ -318,10 +318,18 @@ class ChainNetwork(nn.Module):
 
     def __init__(self, arch: ChainArchitecture, input_shape: tuple[int, ...], num_classes: int):
         super().__init__()
+        self.input_shape, self.num_classes = tuple(input_shape), num_classes
         channels, height, width = input_shape
         features: int | None = None  # set once the map is flattened
         blocks: list[nn.Module] = []
+        # Where each layer's weights are in `self.layers` (None for pooling): what a
+        # morphism (`nasflow.morphism`) copies from a parent.
+        self._weights: list[int | None] = []
         for layer in arch.layers:
+            self._weights.append(
+                None if layer.op in ("max_pool", "avg_pool", "gap")
+                else len(blocks) + (layer.op == "dense" and features is None)
+            )  # fmt: skip
             if layer.op == "conv":
                 blocks.append(ConvBlock(channels, layer))
                 channels = layer.filters
@@ -347,6 +355,18 @@ class ChainNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+    def layer_module(self, index: int) -> nn.Module | None:
+        """The module holding layer `index`'s weights (its ConvBlock or Linear); None for
+        a pooling layer."""
+        where = self._weights[index]
+        return None if where is None else self.layers[where]
+
+    @property
+    def classifier(self) -> nn.Linear:
+        classifier = self.layers[-1]
+        assert isinstance(classifier, nn.Linear)
+        return classifier
 
 
 class ConvBlock(nn.Module):

@@ -1,0 +1,360 @@
+"""Network morphisms: a child network that computes exactly what its trained parent does,
+so that it starts from the parent's weights instead of from scratch.
+
+Operators on the chain space (`ChainSpace`), each function-preserving in eval mode (batch
+norm on its running statistics), as Wei et al. (2016), Chen et al. (Net2Net, 2016) and
+Elsken et al. (NASH, 2018) define them:
+
+* `deeper`: a convolution inserted after a convolution (or the pooling after one) that is
+  the identity: a kernel with one 1 at the centre of each channel's own filter, batch
+  norm that passes its input through, and a ReLU on an input that is already >= 0.
+* `wider` (Net2WiderNet): a convolution given more filters, each new one a copy of a
+  random existing one; whatever reads those channels next (a convolution, its shortcut,
+  a dense layer or the classifier) divides each copy's incoming weights by how many
+  copies its channel now has.
+* `add_skip`: a residual connection added to a convolution that has none. Where the
+  shortcut is a projection, its batch norm starts at zero; where it is the identity,
+  the convolution's kernel gives up what the identity now adds.
+
+For every other space, `inherit` is weight inheritance: a child copies each parameter and
+buffer of its parent whose name and shape it shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from nasflow.search_spaces.chain import (
+    ChainArchitecture,
+    ChainNetwork,
+    ChainSpace,
+    ConvBlock,
+    Layer,
+)
+
+# Layers whose output is a ReLU's (>= 0) with channels, where an identity convolution fits.
+_CONV_MAP = ("conv", "max_pool", "avg_pool")
+
+#: Operators by name; each returns None where it does not apply to the chosen layer.
+Morph = Callable[
+    [ChainSpace, ChainArchitecture, ChainNetwork, int, np.random.Generator],
+    "Morphed | None",
+]
+
+
+@dataclass(frozen=True)
+class Morphed:
+    """A child made by one morphism: its architecture, its network with the parent's
+    function, and what was done (e.g. ``deeper after layer 1 (3x3)``)."""
+
+    arch: ChainArchitecture
+    network: ChainNetwork
+    change: str
+
+
+def inherit(parent: nn.Module, child: nn.Module) -> int:
+    """Copy into `child` every parameter and buffer of `parent` with the same name and
+    shape; how many values (elements) were copied."""
+    theirs = parent.state_dict()
+    ours = child.state_dict()
+    copied = 0
+    with torch.no_grad():
+        for name, value in ours.items():
+            source = theirs.get(name)
+            if source is not None and source.shape == value.shape:
+                value.copy_(source)
+                copied += value.numel()
+    return copied
+
+
+def deeper(
+    space: ChainSpace,
+    arch: ChainArchitecture,
+    network: ChainNetwork,
+    position: int,
+    rng: np.random.Generator,
+) -> Morphed | None:
+    """An identity convolution inserted after layer `position` (a convolution, or a
+    pooling layer after one), its kernel size drawn from the space's."""
+    layers = arch.layers
+    if len(layers) >= space.max_layers or layers[position].op not in (
+        "conv",
+        "max_pool",
+        "avg_pool",
+    ):
+        return None
+    channels = next(
+        layer.filters for layer in reversed(layers[: position + 1]) if layer.op == "conv"
+    )
+    heights, widths = space.field_choices["kernel_h"], space.field_choices["kernel_w"]
+    new = Layer(
+        op="conv",
+        filters=channels,
+        kernel_h=int(heights[int(rng.integers(len(heights)))]),
+        kernel_w=int(widths[int(rng.integers(len(widths)))]),
+    )
+    child = _child(space, (*layers[: position + 1], new, *layers[position + 1 :]))
+    if child is None:
+        return None
+    built = _build(space, child, network)
+    _copy_layers(network, built, {i: i if i <= position else i + 1 for i in range(len(layers))})
+    block = built.layer_module(position + 1)
+    assert isinstance(block, ConvBlock)
+    with torch.no_grad():
+        weight = block.conv.weight
+        weight.zero_()
+        centre_h, centre_w = (weight.shape[2] - 1) // 2, (weight.shape[3] - 1) // 2
+        for c in range(channels):
+            weight[c, c, centre_h, centre_w] = 1.0
+        _pass_through(block.norm)
+    return Morphed(child, built, f"deeper after layer {position} ({new.describe()})")
+
+
+def wider(
+    space: ChainSpace,
+    arch: ChainArchitecture,
+    network: ChainNetwork,
+    position: int,
+    rng: np.random.Generator,
+) -> Morphed | None:
+    """Convolution `position` with more filters (a larger choice of the space's, drawn),
+    the new ones copies of random old ones (Net2WiderNet)."""
+    layers = arch.layers
+    layer = layers[position]
+    if layer.op != "conv":
+        return None
+    old = layer.filters
+    inputs = _in_channels(network, position)
+    following = _reader(arch, position)
+    # A shortcut must stay a projection where it was one (an identity has no weights to
+    # carry the parent's), so a width equal to a block's input is left out.
+    larger = [
+        int(f)
+        for f in space.field_choices["filters"]
+        if int(f) > old
+        and not (layer.skip and int(f) == inputs and inputs != old)
+        and not (
+            following is not None
+            and layers[following].op == "conv"
+            and layers[following].skip
+            and layers[following].filters != old
+            and layers[following].filters == int(f)
+        )
+    ]
+    if not larger:
+        return None
+    new = larger[int(rng.integers(len(larger)))]
+    mapping = np.concatenate([np.arange(old), rng.integers(old, size=new - old)])
+    counts = torch.tensor(np.bincount(mapping, minlength=old)[mapping], dtype=torch.float32)
+    index = torch.as_tensor(mapping)
+    child = _child(
+        space, (*layers[:position], replace(layer, filters=new), *layers[position + 1 :])
+    )
+    if child is None:
+        return None
+    built = _build(space, child, network)
+    kept = {i: i for i in range(len(layers)) if i not in (position, following)}
+    _copy_layers(network, built, kept)
+    source, target = network.layer_module(position), built.layer_module(position)
+    assert isinstance(source, ConvBlock) and isinstance(target, ConvBlock)
+    with torch.no_grad():
+        target.conv.weight.copy_(source.conv.weight[index])
+        _copy_norm(source.norm, target.norm, index)
+        if (projection := _projection(target.shortcut)) is not None:
+            if (old_projection := _projection(source.shortcut)) is not None:  # copy its rows
+                projection[0].weight.copy_(old_projection[0].weight[index])
+                _copy_norm(old_projection[1], projection[1], index)
+            else:  # was the identity: output channel j is input channel mapping[j]
+                _set_projection(projection, [(j, k, 1.0) for j, k in enumerate(index.tolist())])
+        if following is None:  # the classifier reads the widened channels
+            _split_inputs(network.classifier, built.classifier, index, counts)
+        else:
+            _widen_reader(network, built, following, index, counts)
+    return Morphed(child, built, f"wider layer {position} ({old} -> {new} filters)")
+
+
+def add_skip(
+    space: ChainSpace,
+    arch: ChainArchitecture,
+    network: ChainNetwork,
+    position: int,
+    rng: np.random.Generator,
+) -> Morphed | None:
+    """A residual connection on convolution `position`, which had none."""
+    layers = arch.layers
+    layer = layers[position]
+    if layer.op != "conv" or layer.skip or "true" not in space.field_choices["skip"]:
+        return None
+    child = _child(space, (*layers[:position], replace(layer, skip=True), *layers[position + 1 :]))
+    if child is None:
+        return None
+    built = _build(space, child, network)
+    _copy_layers(network, built, {i: i for i in range(len(layers))})
+    block = built.layer_module(position)
+    assert isinstance(block, ConvBlock) and block.shortcut is not None
+    with torch.no_grad():
+        if (projection := _projection(block.shortcut)) is not None:  # one that adds zero
+            _pass_through(projection[1])
+            projection[1].weight.zero_()
+        else:  # the identity: the convolution gives the input back through its kernel
+            variance = block.norm.running_var
+            assert variance is not None
+            scale = block.norm.weight / torch.sqrt(variance + block.norm.eps)
+            if bool((scale == 0).any()):
+                return None
+            weight = block.conv.weight
+            centre_h, centre_w = (weight.shape[2] - 1) // 2, (weight.shape[3] - 1) // 2
+            for c in range(weight.shape[0]):
+                weight[c, c, centre_h, centre_w] -= 1.0 / scale[c]
+    return Morphed(child, built, f"skip on layer {position}")
+
+
+OPERATORS: dict[str, Morph] = {"deeper": deeper, "wider": wider, "skip": add_skip}
+
+
+def random_morphism(
+    space: ChainSpace,
+    arch: ChainArchitecture,
+    network: ChainNetwork,
+    rng: np.random.Generator,
+    operators: tuple[str, ...] = tuple(OPERATORS),
+) -> Morphed | None:
+    """One morphism drawn uniformly over (operator, layer) pairs that apply; None when
+    none does (the chain is as deep, wide and connected as the space allows)."""
+    pairs = [(name, i) for name in operators for i in range(len(arch.layers))]
+    for k in rng.permutation(len(pairs)):
+        name, position = pairs[int(k)]
+        child = OPERATORS[name](space, arch, network, position, rng)
+        if child is not None:
+            return child
+    return None
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _child(space: ChainSpace, layers: tuple) -> ChainArchitecture | None:
+    """The chain of `layers` if the space holds it."""
+    from nasflow.errors import NasflowError
+
+    arch = ChainArchitecture(tuple(layers))
+    try:
+        space.validate(arch)
+    except NasflowError:
+        return None
+    return arch
+
+
+def _build(space: ChainSpace, arch: ChainArchitecture, parent: ChainNetwork) -> ChainNetwork:
+    network = space.build(arch, parent.input_shape, parent.num_classes)
+    assert isinstance(network, ChainNetwork)
+    return network.train(parent.training)
+
+
+def _copy_layers(parent: ChainNetwork, child: ChainNetwork, mapping: dict[int, int]) -> None:
+    """Copy each parent layer's module into the child layer `mapping` sends it to, and
+    the classifier, where their shapes agree."""
+    with torch.no_grad():
+        for i, j in mapping.items():
+            source, target = parent.layer_module(i), child.layer_module(j)
+            if source is not None and target is not None:
+                inherit(source, target)
+        inherit(parent.classifier, child.classifier)
+
+
+def _pass_through(norm: nn.BatchNorm2d) -> None:
+    """Batch norm that gives its input back unchanged in eval mode."""
+    assert norm.running_mean is not None and norm.running_var is not None
+    norm.weight.fill_(1.0)
+    norm.bias.zero_()
+    norm.running_mean.zero_()
+    norm.running_var.fill_(1.0 - norm.eps)
+
+
+def _projection(shortcut: nn.Module | None) -> tuple[nn.Conv2d, nn.BatchNorm2d] | None:
+    """The 1x1 convolution and batch norm of a projection shortcut; None for an identity
+    shortcut or none."""
+    if not isinstance(shortcut, nn.Sequential):
+        return None
+    conv, norm = shortcut[0], shortcut[1]
+    assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
+    return conv, norm
+
+
+def _set_projection(
+    projection: tuple[nn.Conv2d, nn.BatchNorm2d], entries: list[tuple[int, int, float]]
+) -> None:
+    """A projection that is a fixed channel map: output o gets `weight` times input i for
+    each (o, i, weight) of `entries`, and nothing else."""
+    conv, norm = projection
+    conv.weight.zero_()
+    for out, into, weight in entries:
+        conv.weight[out, into, 0, 0] = weight
+    _pass_through(norm)
+
+
+def _copy_norm(source: nn.BatchNorm2d, target: nn.BatchNorm2d, index: torch.Tensor) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(target, name).copy_(getattr(source, name)[index])
+
+
+def _in_channels(network: ChainNetwork, position: int) -> int:
+    block = network.layer_module(position)
+    assert isinstance(block, ConvBlock)
+    return block.conv.in_channels
+
+
+def _reader(arch: ChainArchitecture, position: int) -> int | None:
+    """The first layer after `position` that reads its channels with weights (a
+    convolution or a dense layer); None where that is the classifier."""
+    for i in range(position + 1, len(arch.layers)):
+        if arch.layers[i].op in ("conv", "dense"):
+            return i
+    return None
+
+
+def _widen_reader(
+    parent: ChainNetwork,
+    child: ChainNetwork,
+    reader: int,
+    index: torch.Tensor,
+    counts: torch.Tensor,
+) -> None:
+    """The layer that reads the widened channels, its weights on each copy divided by the
+    copies of its channel."""
+    source, target = parent.layer_module(reader), child.layer_module(reader)
+    if isinstance(source, ConvBlock):
+        assert isinstance(target, ConvBlock)
+        target.conv.weight.copy_(source.conv.weight[:, index] / counts[None, :, None, None])
+        target.norm.load_state_dict(source.norm.state_dict())
+        if (projection := _projection(target.shortcut)) is not None:
+            if (old_projection := _projection(source.shortcut)) is not None:
+                weight = old_projection[0].weight[:, index] / counts[None, :, None, None]
+                projection[0].weight.copy_(weight)
+                projection[1].load_state_dict(old_projection[1].state_dict())
+            else:  # was the identity on the old channels: a projection back onto them
+                entries = [(k, j, 1.0 / float(counts[j])) for j, k in enumerate(index.tolist())]
+                _set_projection(projection, entries)
+    else:
+        assert isinstance(source, nn.Linear) and isinstance(target, nn.Linear)
+        _split_inputs(source, target, index, counts)
+
+
+def _split_inputs(
+    source: nn.Linear,
+    target: nn.Linear,
+    index: torch.Tensor,
+    counts: torch.Tensor,
+) -> None:
+    """A linear layer reading the widened channels, flattened (each channel a block of
+    height x width inputs) or pooled (one input each)."""
+    per_channel = source.in_features // len(torch.unique(index))
+    columns = (index[:, None] * per_channel + torch.arange(per_channel)[None, :]).reshape(-1)
+    divide = counts.repeat_interleave(per_channel)
+    target.weight.copy_(source.weight[:, columns] / divide[None, :])
+    target.bias.copy_(source.bias)
