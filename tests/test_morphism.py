@@ -16,6 +16,9 @@ from nasflow.morphism import OPERATORS, inherit, random_morphism
 from nasflow.search_spaces import ChainSpace, NB201Space
 from nasflow.search_spaces.chain import ChainArchitecture, ChainNetwork
 
+# Even kernels (2) too: torch warns that "same" padding copies the input for them.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+
 SHAPE = (3, 12, 12)
 SPACE = ChainSpace(
     min_layers=1, max_layers=6, filters=[4, 6, 8], kernel_sizes=[1, 2, 3], dense_units=[10]
