@@ -82,11 +82,7 @@ def deeper(
     """An identity convolution inserted after layer `position` (a convolution, or a
     pooling layer after one), its kernel size drawn from the space's."""
     layers = arch.layers
-    if len(layers) >= space.max_layers or layers[position].op not in (
-        "conv",
-        "max_pool",
-        "avg_pool",
-    ):
+    if len(layers) >= space.max_layers or layers[position].op not in _CONV_MAP:
         return None
     channels = next(
         layer.filters for layer in reversed(layers[: position + 1]) if layer.op == "conv"
