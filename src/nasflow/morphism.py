@@ -94,19 +94,19 @@ def deeper(
         kernel_h=int(heights[int(rng.integers(len(heights)))]),
         kernel_w=int(widths[int(rng.integers(len(widths)))]),
     )
-    child = _child(space, (*layers[: position + 1], new, *layers[position + 1 :]))
-    if child is None:
+    made = _derive(
+        space,
+        network,
+        (*layers[: position + 1], new, *layers[position + 1 :]),
+        {i: i if i <= position else i + 1 for i in range(len(layers))},
+    )
+    if made is None:
         return None
-    built = _build(space, child, network)
-    _copy_layers(network, built, {i: i if i <= position else i + 1 for i in range(len(layers))})
+    child, built = made
     block = built.layer_module(position + 1)
     assert isinstance(block, ConvBlock)
     with torch.no_grad():
-        weight = block.conv.weight
-        weight.zero_()
-        centre_h, centre_w = (weight.shape[2] - 1) // 2, (weight.shape[3] - 1) // 2
-        for c in range(channels):
-            weight[c, c, centre_h, centre_w] = 1.0
+        block.conv.weight.copy_(_identity_kernel(block.conv.weight))
         _pass_through(block.norm)
     return Morphed(child, built, f"deeper after layer {position} ({new.describe()})")
 
@@ -148,14 +148,15 @@ def wider(
     mapping = np.concatenate([np.arange(old), rng.integers(old, size=new - old)])
     counts = torch.tensor(np.bincount(mapping, minlength=old)[mapping], dtype=torch.float32)
     index = torch.as_tensor(mapping)
-    child = _child(
-        space, (*layers[:position], replace(layer, filters=new), *layers[position + 1 :])
+    made = _derive(
+        space,
+        network,
+        (*layers[:position], replace(layer, filters=new), *layers[position + 1 :]),
+        {i: i for i in range(len(layers)) if i not in (position, following)},
     )
-    if child is None:
+    if made is None:
         return None
-    built = _build(space, child, network)
-    kept = {i: i for i in range(len(layers)) if i not in (position, following)}
-    _copy_layers(network, built, kept)
+    child, built = made
     source, target = network.layer_module(position), built.layer_module(position)
     assert isinstance(source, ConvBlock) and isinstance(target, ConvBlock)
     with torch.no_grad():
@@ -186,11 +187,15 @@ def add_skip(
     layer = layers[position]
     if layer.op != "conv" or layer.skip or "true" not in space.field_choices["skip"]:
         return None
-    child = _child(space, (*layers[:position], replace(layer, skip=True), *layers[position + 1 :]))
-    if child is None:
+    made = _derive(
+        space,
+        network,
+        (*layers[:position], replace(layer, skip=True), *layers[position + 1 :]),
+        {i: i for i in range(len(layers))},
+    )
+    if made is None:
         return None
-    built = _build(space, child, network)
-    _copy_layers(network, built, {i: i for i in range(len(layers))})
+    child, built = made
     block = built.layer_module(position)
     assert isinstance(block, ConvBlock) and block.shortcut is not None
     with torch.no_grad():
@@ -203,10 +208,7 @@ def add_skip(
             scale = block.norm.weight / torch.sqrt(variance + block.norm.eps)
             if bool((scale == 0).any()):
                 return None
-            weight = block.conv.weight
-            centre_h, centre_w = (weight.shape[2] - 1) // 2, (weight.shape[3] - 1) // 2
-            for c in range(weight.shape[0]):
-                weight[c, c, centre_h, centre_w] -= 1.0 / scale[c]
+            block.conv.weight.sub_(_identity_kernel(block.conv.weight) / scale[:, None, None, None])
     return Morphed(child, built, f"skip on layer {position}")
 
 
@@ -234,7 +236,31 @@ def random_morphism(
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _child(space: ChainSpace, layers: tuple) -> ChainArchitecture | None:
+def _derive(
+    space: ChainSpace, parent: ChainNetwork, layers: tuple[Layer, ...], mapping: dict[int, int]
+) -> tuple[ChainArchitecture, ChainNetwork] | None:
+    """The chain of `layers` and a fresh network of it, each parent layer's weights copied
+    to the child layer `mapping` sends it to; None if the space does not hold the chain."""
+    child = _child(space, layers)
+    if child is None:
+        return None
+    built = _build(space, child, parent)
+    _copy_layers(parent, built, mapping)
+    return child, built
+
+
+def _identity_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """A kernel shaped as `weight` (square in channels) whose convolution with 'same'
+    padding gives each channel back: a 1 at the centre of each channel's own filter
+    (for an even size, the position torch's 'same' padding treats as the centre)."""
+    kernel = torch.zeros_like(weight)
+    centre_h, centre_w = (weight.shape[2] - 1) // 2, (weight.shape[3] - 1) // 2
+    channels = torch.arange(weight.shape[0])
+    kernel[channels, channels, centre_h, centre_w] = 1.0
+    return kernel
+
+
+def _child(space: ChainSpace, layers: tuple[Layer, ...]) -> ChainArchitecture | None:
     """The chain of `layers` if the space holds it."""
     from nasflow.errors import NasflowError
 

@@ -30,7 +30,7 @@ asynchronous and Ray executors) and `state_dict` resumes it exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nasflow.errors import NasflowError
@@ -174,42 +174,42 @@ class MetaQNN(SearchStrategy):
 
     def _episode(self, epsilon: float) -> tuple[Architecture, Episode]:
         """One walk through the grammar, each decision ε-greedy on the Q-values."""
+
+        def choose(state: tuple[Any, ...], offered: tuple[str, ...], _: int) -> str:
+            if len(offered) == 1:
+                return offered[0]
+            if self.rng.random() < epsilon:
+                return offered[int(self.rng.integers(len(offered)))]
+            values = [self.q.get((state, option), self.q_init) for option in offered]
+            best = max(values)
+            ties = [option for option, v in zip(offered, values, strict=True) if v == best]
+            return ties[int(self.rng.integers(len(ties)))] if len(ties) > 1 else ties[0]
+
+        return self._walk(choose)
+
+    def _replayed(self, arch: Architecture) -> Episode:
+        """The episode that emits `arch` (one told without being proposed here)."""
+        labels = self.space.to_labels(arch)
+        return self._walk(lambda _, __, i: labels[i])[1]
+
+    def _walk(
+        self, choose: Callable[[tuple[Any, ...], tuple[str, ...], int], str]
+    ) -> tuple[Architecture, Episode]:
+        """Run the grammar, answering decision i with ``choose(state, offered, i)``, and
+        record each decision as a step."""
         labels: list[str] = []
         steps: list[Step] = []
         grammar = self.space.grammar()
         decision = next(grammar)
         while True:
             state = self.space.agent_state(labels)
-            offered = decision.choices
-            if len(offered) == 1:
-                label = offered[0]
-            elif self.rng.random() < epsilon:
-                label = offered[int(self.rng.integers(len(offered)))]
-            else:
-                values = [self.q.get((state, option), self.q_init) for option in offered]
-                best = max(values)
-                ties = [option for option, v in zip(offered, values, strict=True) if v == best]
-                label = ties[int(self.rng.integers(len(ties)))] if len(ties) > 1 else ties[0]
-            steps.append((state, offered, label))
+            label = choose(state, decision.choices, len(labels))
+            steps.append((state, decision.choices, label))
             labels.append(label)
             try:
                 decision = grammar.send(label)
             except StopIteration as done:
                 return done.value, tuple(steps)
-
-    def _replayed(self, arch: Architecture) -> Episode:
-        """The episode that emits `arch` (one told without being proposed here)."""
-        labels = self.space.to_labels(arch)
-        steps: list[Step] = []
-        grammar = self.space.grammar()
-        decision = next(grammar)
-        for i, label in enumerate(labels):
-            steps.append((self.space.agent_state(labels[:i]), decision.choices, label))
-            try:
-                decision = grammar.send(label)
-            except StopIteration:
-                break
-        return tuple(steps)
 
     def _learn(self, episode: Episode, reward: float) -> None:
         """Store the experience and replay `replay` memories drawn uniformly."""
