@@ -9,7 +9,7 @@ import pytest
 
 from nasflow.records import Evaluation
 from nasflow.search_spaces import ChainSpace, NB201Architecture, NB201Space
-from nasflow.search_strategies.metaqnn import MetaQNN
+from nasflow.search_strategies.metaqnn import PAPER, MetaQNN
 
 NB201 = NB201Space()
 
@@ -36,7 +36,14 @@ def test_one_update_is_the_paper_s_backward_q_learning_step() -> None:
 
 
 def test_epsilon_follows_the_paper_s_schedule_scaled_to_the_budget() -> None:
-    agent = MetaQNN(NB201, budget=270, seed=0)  # a tenth of the paper's 2,700 networks
+    # A tenth of the paper's 2,700 networks.
+    agent = MetaQNN(
+        NB201,
+        budget=270,
+        seed=0,
+        epsilons=PAPER["epsilons"],
+        epsilon_models=PAPER["epsilon_models"],
+    )
     seen = []
     for _ in range(270):
         seen.append(agent.epsilon)
@@ -84,6 +91,35 @@ def test_the_agent_learns_to_exploit_what_scored_best(seed: int) -> None:
     assert metrics["q_spread"] > 0 and metrics["q_max"] > 0.5
 
 
+@pytest.mark.parametrize("ties", ["greedy", "random"])
+def test_exploration_changes_a_decision_and_ties_follow_the_greedy_episode(ties: str) -> None:
+    """After one architecture, the rest of the table is unvisited: every tie there goes to
+    the greedy episode's op (one change per exploratory step), or at random (the paper's:
+    an exploratory step redraws every later edge)."""
+    agent = MetaQNN(NB201, budget=10, seed=0, learning_rate=1.0, ties=ties)  # type: ignore[arg-type]
+    first = agent.ask()
+    assert isinstance(first, NB201Architecture)
+    agent.tell(first, Evaluation(status="ok", score=0.9))
+    greedy, _ = agent._episode(epsilon=0.0)
+    assert greedy == first
+    distances = []
+    for _ in range(300):
+        arch, _ = agent._episode(epsilon=0.1)
+        assert isinstance(arch, NB201Architecture)
+        distances.append(sum(a != b for a, b in zip(arch.edges, first.edges, strict=True)))
+    # Greedy ties: each of 6 edges changes with probability 0.1 * 4/5, 0.48 in all. Random
+    # ties: the first change redraws the edges after it, about 1.4 in all.
+    if ties == "greedy":
+        assert np.mean(distances) < 0.7
+    else:
+        assert np.mean(distances) > 1.0
+
+
+def test_the_paper_s_settings_reproduce_random_tie_breaking() -> None:
+    agent = MetaQNN(NB201, budget=10, seed=0, **PAPER)
+    assert (agent.learning_rate, agent.ties, agent.epsilon) == (0.01, "random", 1.0)
+
+
 def test_a_failure_is_rewarded_as_the_worst_score_seen() -> None:
     agent = MetaQNN(NB201, budget=10, seed=0)
     first, second = agent.ask(), agent.ask()
@@ -114,3 +150,5 @@ def test_bad_schedules_are_refused() -> None:
 
     with pytest.raises(NasflowError, match="one count per rate"):
         MetaQNN(NB201, budget=10, epsilons=[1.0, 0.5], epsilon_models=[10])
+    with pytest.raises(NasflowError, match="ties"):
+        MetaQNN(NB201, budget=10, ties="first")  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
 from nasflow.executors import LocalExecutor, RayExecutor
+from nasflow.inheritance import WeightStore
 from nasflow.loop import Candidate, run_search
 from nasflow.records import EvaluateFn, Evaluation, Task
 from nasflow.search_spaces import ChainSpace
@@ -39,9 +40,14 @@ TIMES = ("seconds", "elapsed")
 
 
 def search(
-    prepared: Path, executor: Any, epochs: int = 4, budget: int = 3, **hooks: Any
+    prepared: Path,
+    executor: Any,
+    epochs: int = 4,
+    budget: int = 3,
+    more: tuple[str, ...] = (),
+    **hooks: Any,
 ) -> list[Candidate]:
-    cfg = compose_config([*TINY, f"estimator.epochs={epochs}", f"strategy.budget={budget}"])
+    cfg = compose_config([*TINY, f"estimator.epochs={epochs}", f"strategy.budget={budget}", *more])
     data = InMemoryData.load(prepared, ("train", "val"))
     space = instantiate(cfg.search_space)
     strategy = instantiate(cfg.strategy, space=space)
@@ -125,6 +131,24 @@ def test_a_worker_killed_mid_candidate_is_retried_and_the_search_completes(
     # as an undisturbed search.
     assert [c.evaluation.status for c in history] == ["ok"] * 3
     assert by_proposal(history) == by_proposal(undisturbed)
+
+
+def test_children_get_their_parents_weights_on_a_ray_worker(
+    prepared_digits: Path, ray_job: str, tmp_path: Path
+) -> None:
+    # A start and two children, each made by a morphism of it: the children's tasks carry
+    # the start's trained weights to the worker and bring their own back.
+    more = ("strategy=morphism", "strategy.children=2", "strategy.morphisms=1")
+    runs = {}
+    for name, executor in (("local", LocalExecutor()), ("ray", RayExecutor(1, address=ray_job))):
+        store = WeightStore(tmp_path / name, keep=3)
+        runs[name] = search(prepared_digits, executor, 1, 3, more, weights=store)
+    remote = runs["ray"]
+    assert [c.evaluation.status for c in remote] == ["ok"] * 3
+    assert [c.parent for c in remote] == [None, remote[0].arch.id, remote[0].arch.id]
+    assert all(c.evaluation.inherited for c in remote[1:])
+    assert results(remote) == results(runs["local"])  # the same weights, the same training
+    assert {p.stem for p in (tmp_path / "ray").glob("*.pt")} == {c.arch.id for c in remote}
 
 
 # Before the tests whose workers die: it trains on the worker the tests above left (one

@@ -99,6 +99,10 @@ class SearchConfig:
     # Bounds on what a proposal measures before training (nasflow.constraints), e.g.
     # ["params<=5e4", "latency_ms<5"]: a proposal that breaks one is never trained.
     constraints: list[str] = field(default_factory=list)
+    # Trained weights kept for candidates to inherit (nasflow.inheritance): the best and the
+    # most recent this many each, beside the checkpoint. null: what the strategy needs
+    # (strategy=morphism, evolution with inherit_weights), else none.
+    keep_weights: NonNegativeInt | None = None
 
 
 @dataclass

@@ -23,6 +23,7 @@ from nasflow.constraints import Screen
 from nasflow.errors import NasflowError, first_line
 from nasflow.estimators.base import Estimator
 from nasflow.executors import Executor
+from nasflow.inheritance import InheritingExecutor, WeightStore
 from nasflow.pareto import (
     Objective,
     front_mask,
@@ -32,7 +33,7 @@ from nasflow.pareto import (
     maximize_flags,
     scored,
 )
-from nasflow.records import EvaluateFn, Evaluation, Task
+from nasflow.records import EvaluateFn, Evaluation, Lineage, Task
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy
 from nasflow.searching import SearchContext, SearchOutcome
@@ -58,6 +59,7 @@ class Candidate:
     cost: float = 0.0  # training epochs the search has spent so far, this one included
     proposals: int = 0  # architectures the strategy has proposed so far (filtered included)
     proposal: int = -1  # which proposal it was, from 0 (its seed derives from it)
+    parent: str | None = None  # the architecture id whose trained weights it started from
 
     def __post_init__(self) -> None:
         if self.proposal < 0:
@@ -77,6 +79,7 @@ class Candidate:
             "total_cost": self.cost,
             "proposals": self.proposals,
             "proposal": self.proposal,
+            "parent": self.parent,
         }
 
     @classmethod
@@ -93,6 +96,7 @@ class Candidate:
             cost=data.get("total_cost", 0.0),
             proposals=data.get("proposals", data["iteration"] + 1),
             proposal=data.get("proposal", data["iteration"]),
+            parent=data.get("parent"),
         )
 
 
@@ -257,12 +261,18 @@ def _task_json(task: Task) -> dict[str, Any]:
         "architecture": task.arch.to_json(),
         "seed": task.seed,
         "fidelity": task.fidelity,
+        "lineage": task.lineage.to_json() if task.lineage is not None else None,
     }
 
 
 def _task_from_json(data: dict[str, Any], space: SearchSpace) -> Task:
+    lineage = data.get("lineage")
     return Task(
-        data["iteration"], space.from_json(data["architecture"]), data["seed"], data["fidelity"]
+        data["iteration"],
+        space.from_json(data["architecture"]),
+        data["seed"],
+        data["fidelity"],
+        lineage=Lineage.from_json(lineage, space) if lineage is not None else None,
     )
 
 
@@ -382,7 +392,12 @@ class _Search:
             arch = self.strategy.ask()
             if arch is None:
                 return None
-            task = Task(self.proposed, arch, candidate_seed(self.seed, self.proposed))
+            task = Task(
+                self.proposed,
+                arch,
+                candidate_seed(self.seed, self.proposed),
+                lineage=self.strategy.lineage(arch),
+            )
             self.proposed += 1
             reason = self.screen.reason(arch) if self.screen is not None else None
             if reason is None:
@@ -433,6 +448,7 @@ class _Search:
             self.cost,
             self.proposed,
             task.iteration,
+            task.lineage.parent.id if task.lineage is not None else None,
         )
         self.history.append(candidate)
         _report(candidate, self.planned)
@@ -475,6 +491,7 @@ def run_search(
     on_epoch: Callable[[Task, dict[str, Any]], None] = lambda task, record: None,
     screen: Screen | None = None,
     scalarize: Callable[[Evaluation], float | None] | None = None,
+    weights: WeightStore | None = None,
 ) -> list[Candidate]:
     """Run the search until the budget is spent, a stopping rule fires or the strategy has
     nothing left to ask.
@@ -520,10 +537,22 @@ def run_search(
         scalarize: What the strategy is told as the score of a full-fidelity candidate
             (`nasflow.pareto.Scalarization`: several objectives in one); its value is
             also recorded as the metric ``scalarized``. None: the estimator's score.
+        weights: Where candidates' trained weights are kept, for the children that start
+            from them (`SearchStrategy.lineage`); None: none are kept, and every
+            candidate starts from a fresh initialisation.
 
     Returns:
         Every candidate in the order it finished, those of a resumed run first.
     """
+    full = getattr(estimator, "epochs", None)
+
+    def epoch(task: Task, record: dict[str, Any]) -> None:
+        _report_epoch(task, record, full, search)
+        on_epoch(task, record)
+
+    executor.on_epoch = epoch
+    if weights is not None:
+        executor = InheritingExecutor(executor, weights)
     search = _Search(
         strategy,
         estimator,
@@ -537,13 +566,6 @@ def run_search(
         screen,
         scalarize,
     )
-    full = getattr(estimator, "epochs", None)
-
-    def epoch(task: Task, record: dict[str, Any]) -> None:
-        _report_epoch(task, record, full, search)
-        on_epoch(task, record)
-
-    executor.on_epoch = epoch
     if resumed is not None:
         replay, in_flight = resumed.get("round", {}), resumed.get("in_flight", [])
         more = f", and {len(replay)} evaluations of the round in progress" if replay else ""
@@ -731,6 +753,7 @@ def discrete_search(strategy: SearchStrategy, context: SearchContext) -> SearchO
             on_epoch=tracker.log_epoch,
             screen=context.screen,
             scalarize=context.scalarize,
+            weights=context.weights,
         )
     # Only full-fidelity results compete: a stopped candidate's score is partial.
     ok = [c for c in history if c.evaluation.status == "ok" and c.evaluation.score is not None]

@@ -22,13 +22,14 @@ buffer of its parent whose name and shape it shares.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
+from nasflow.records import MorphStep
 from nasflow.search_spaces.chain import (
     ChainArchitecture,
     ChainNetwork,
@@ -50,25 +51,36 @@ Morph = Callable[
 @dataclass(frozen=True)
 class Morphed:
     """A child made by one morphism: its architecture, its network with the parent's
-    function, and what was done (e.g. ``deeper after layer 1 (3x3)``)."""
+    function, what was done (e.g. ``deeper after layer 1 (3x3)``) and, when it was made
+    by `morph`, the step that makes it again from the same parent. `fresh` counts the
+    parameter values the morphism set itself (an identity convolution, a zero shortcut)
+    rather than derived from the parent's."""
 
     arch: ChainArchitecture
     network: ChainNetwork
     change: str
+    step: MorphStep | None = None
+    fresh: int = 0
+
+    @property
+    def inherited(self) -> int:
+        """The child's parameter values derived from the parent's."""
+        return max(0, sum(p.numel() for p in self.network.parameters()) - self.fresh)
 
 
 def inherit(parent: nn.Module, child: nn.Module) -> int:
     """Copy into `child` every parameter and buffer of `parent` with the same name and
-    shape; how many values (elements) were copied."""
+    shape; how many parameter values were copied (buffers, batch norm's statistics, are
+    copied but not counted)."""
     theirs = parent.state_dict()
-    ours = child.state_dict()
+    parameters = {name for name, _ in child.named_parameters()}
     copied = 0
     with torch.no_grad():
-        for name, value in ours.items():
+        for name, value in child.state_dict().items():
             source = theirs.get(name)
             if source is not None and source.shape == value.shape:
                 value.copy_(source)
-                copied += value.numel()
+                copied += value.numel() if name in parameters else 0
     return copied
 
 
@@ -108,7 +120,8 @@ def deeper(
     with torch.no_grad():
         block.conv.weight.copy_(_identity_kernel(block.conv.weight))
         _pass_through(block.norm)
-    return Morphed(child, built, f"deeper after layer {position} ({new.describe()})")
+    fresh = sum(p.numel() for p in block.parameters())
+    return Morphed(child, built, f"deeper after layer {position} ({new.describe()})", fresh=fresh)
 
 
 def wider(
@@ -198,10 +211,12 @@ def add_skip(
     child, built = made
     block = built.layer_module(position)
     assert isinstance(block, ConvBlock) and block.shortcut is not None
+    fresh = 0
     with torch.no_grad():
         if (projection := _projection(block.shortcut)) is not None:  # one that adds zero
             _pass_through(projection[1])
             projection[1].weight.zero_()
+            fresh = sum(p.numel() for p in block.shortcut.parameters())
         else:  # the identity: the convolution gives the input back through its kernel
             variance = block.norm.running_var
             assert variance is not None
@@ -209,10 +224,41 @@ def add_skip(
             if bool((scale == 0).any()):
                 return None
             block.conv.weight.sub_(_identity_kernel(block.conv.weight) / scale[:, None, None, None])
-    return Morphed(child, built, f"skip on layer {position}")
+    return Morphed(child, built, f"skip on layer {position}", fresh=fresh)
 
 
 OPERATORS: dict[str, Morph] = {"deeper": deeper, "wider": wider, "skip": add_skip}
+
+
+def morph(
+    space: ChainSpace, arch: ChainArchitecture, network: ChainNetwork, step: MorphStep
+) -> Morphed | None:
+    """Apply one step, (operator, layer, seed): the operator draws what it chooses (a
+    kernel size, a width, which filters to copy) from a generator of that seed, so the
+    same step on the same parent architecture makes the same child, whatever the
+    parent's weights. None where the operator does not apply."""
+    name, position, seed = step
+    made = OPERATORS[name](space, arch, network, position, np.random.default_rng(seed))
+    return None if made is None else replace(made, step=step)
+
+
+def morph_all(
+    space: ChainSpace, arch: ChainArchitecture, network: ChainNetwork, steps: Sequence[MorphStep]
+) -> Morphed | None:
+    """`morph` step after step, each on the child of the one before; None if any step
+    does not apply. The result's `change` lists every step's."""
+    changes, fresh = [], 0
+    made = None
+    for step in steps:
+        made = morph(space, arch, network, step)
+        if made is None:
+            return None
+        arch, network = made.arch, made.network
+        changes.append(made.change)
+        fresh += made.fresh
+    if made is None:
+        return None
+    return replace(made, change="; ".join(changes), step=None, fresh=fresh)
 
 
 def random_morphism(
@@ -222,12 +268,13 @@ def random_morphism(
     rng: np.random.Generator,
     operators: tuple[str, ...] = tuple(OPERATORS),
 ) -> Morphed | None:
-    """One morphism drawn uniformly over (operator, layer) pairs that apply; None when
-    none does (the chain is as deep, wide and connected as the space allows)."""
+    """One morphism drawn uniformly over (operator, layer) pairs that apply, each try
+    with a fresh seed from `rng` (the result's `step` replays it); None when none applies
+    (the chain is as deep, wide and connected as the space allows)."""
     pairs = [(name, i) for name in operators for i in range(len(arch.layers))]
     for k in rng.permutation(len(pairs)):
         name, position = pairs[int(k)]
-        child = OPERATORS[name](space, arch, network, position, rng)
+        child = morph(space, arch, network, (name, position, int(rng.integers(2**31))))
         if child is not None:
             return child
     return None

@@ -10,12 +10,12 @@ an estimator.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
-    from nasflow.search_spaces.base import Architecture
+    from nasflow.search_spaces.base import Architecture, SearchSpace
 
 # ok: estimated at the estimator's full fidelity. failed: training raised, diverged or ran
 # out of memory. stopped: training was ended early on purpose (a learning-curve rule, or
@@ -46,6 +46,12 @@ class Evaluation:
             status and seconds.
         traceback: For a failed candidate, the full traceback of what it raised (kept out
             of logs and progress lines; the search writes it to its failure log).
+        inherited: How many of the network's parameter values started from its parent's
+            trained ones (`Lineage`) rather than from a fresh initialisation; None when
+            it had no parent (or the estimator trains nothing).
+        weights: The trained network's `state_dict` (on the CPU), when the task asked for
+            it (`Task.keep_weights`); the search keeps it on disk and drops it here, so it
+            is never part of the record (`to_json`).
     """
 
     status: Status
@@ -60,9 +66,13 @@ class Evaluation:
     cost: float = 0.0
     rungs: list[dict[str, Any]] = field(default_factory=list)
     traceback: str | None = None
+    inherited: int | None = None
+    weights: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(replace(self, weights=None))
+        del record["weights"]
+        return record
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Evaluation:
@@ -84,14 +94,45 @@ class StopRule(Protocol):
         """Why to stop given the epochs so far (one dict each, with "epoch"), or None."""
 
 
+#: One network morphism, as a strategy drew it and a worker replays it: the operator's
+#: name (`nasflow.morphism.OPERATORS`), the layer it applies to and the seed of its draws.
+MorphStep = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a proposal's first weights come from: its parent's trained ones.
+
+    The parent is an architecture the search has evaluated. With `morphisms` (the chain
+    space), the worker replays them, in order, on the parent's trained network, so the
+    child starts computing exactly what its parent does (`nasflow.morphism`); without,
+    the child copies every parameter of its parent whose name and shape it shares.
+    """
+
+    parent: Architecture
+    morphisms: tuple[MorphStep, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"parent": self.parent.to_json(), "morphisms": [list(m) for m in self.morphisms]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], space: SearchSpace) -> Lineage:
+        steps = tuple((str(name), int(layer), int(seed)) for name, layer, seed in data["morphisms"])
+        return cls(space.from_json(data["parent"]), steps)
+
+
 @dataclass(frozen=True)
 class Task:
     """One evaluation to run: which proposal of the search (its index), the architecture,
     its seed and the fidelity (training epochs; None: the estimator's full fidelity).
 
-    `stop` is the learning-curve rule the search process chose for this run of the task
-    (`Estimator.job`), carried with it to wherever it trains; it is not part of what the
-    task is, so it takes no part in comparisons.
+    `lineage` names the parent whose trained weights it starts from (None: a fresh
+    initialisation). The rest is not part of what the task is, so it takes no part in
+    comparisons: `stop`, the learning-curve rule the search process chose for this run of
+    the task (`Estimator.job`); `weights`, the parent's trained `state_dict`, which the
+    search attaches when it submits the task, so that it travels to wherever the task
+    trains (a Ray worker included); and `keep_weights`, whether the evaluation should
+    bring its own trained weights back.
     """
 
     iteration: int
@@ -99,14 +140,17 @@ class Task:
     seed: int
     fidelity: float | None = None
     stop: StopRule | None = field(default=None, compare=False, repr=False)
+    lineage: Lineage | None = None
+    weights: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    keep_weights: bool = field(default=False, compare=False)
 
     def at(self, fidelity: float | None) -> Task:
         """The same candidate at another fidelity (a rung of successive halving)."""
-        return Task(self.iteration, self.arch, self.seed, fidelity)
+        return replace(self, fidelity=fidelity, stop=None)
 
     def with_stop(self, stop: StopRule | None) -> Task:
         """This task with `stop` as its learning-curve rule."""
-        return Task(self.iteration, self.arch, self.seed, self.fidelity, stop)
+        return replace(self, stop=stop)
 
 
 #: What an executor runs for each task: an estimator's `evaluate_task`, or any function

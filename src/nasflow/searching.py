@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from nasflow.constraints import Screen
     from nasflow.estimators.base import Estimator
     from nasflow.executors import Executor
+    from nasflow.inheritance import WeightStore
     from nasflow.loop import Checkpoint, Stopping
     from nasflow.pareto import Objective
     from nasflow.search_spaces.base import Architecture, SearchSpace
@@ -50,6 +51,8 @@ class SearchContext:
             no hypervolume is logged.
         scalarize: What a single-objective strategy is told instead of the score
             (``search.scalarize``); None: the score.
+        weights: Where candidates' trained weights are kept for children to inherit
+            (``search.keep_weights``); None: none are.
     """
 
     data: InMemoryData
@@ -67,6 +70,7 @@ class SearchContext:
     objectives: list[Objective] = field(default_factory=list)
     reference: list[float] | None = None
     scalarize: Callable[[Any], float | None] | None = None
+    weights: WeightStore | None = None
 
 
 @dataclass

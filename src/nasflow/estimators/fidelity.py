@@ -590,7 +590,7 @@ class CurveStopping(Wrapper):
     def evaluate_task(self, task: Task) -> Evaluation:
         # The rule came with the task (`job`): made in the search process from the curves
         # finished so far, which a worker elsewhere does not have.
-        return self.then.evaluate(task.arch, task.seed, task.fidelity, task.stop)
+        return self.then.evaluate_task(task)
 
     def job(self, task: Task) -> Task:
         return task.with_stop(self.stop_rule(task.fidelity))

@@ -8,9 +8,10 @@ import time
 import torch
 
 from nasflow.estimators.base import Estimator
+from nasflow.inheritance import cpu_state, starting_network
 from nasflow.measure import count_flops, count_params
 from nasflow.ranges import PositiveInt
-from nasflow.records import Evaluation, StopRule
+from nasflow.records import Evaluation, StopRule, Task
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.training import InMemoryData, InMemoryDataModule, TrainerFactory, fit
 from nasflow.training.module import OptimizerFactory, SchedulerFactory
@@ -62,16 +63,33 @@ class TrainingEstimator(Estimator):
         fidelity: float | None = None,
         stop: StopRule | None = None,
     ) -> Evaluation:
-        epochs = self.epochs if fidelity is None else _epochs(fidelity)
+        return self.evaluate_task(Task(-1, arch, seed, fidelity, stop))
+
+    def evaluate_task(self, task: Task) -> Evaluation:
+        """Train the task's candidate: from its parent's weights when the task carries
+        them (`Task.lineage`, `Task.weights`), and bringing its own trained weights back
+        when it asks for them (`Task.keep_weights`)."""
+        arch, seed, stop = task.arch, task.seed, task.stop
+        epochs = self.epochs if task.fidelity is None else _epochs(task.fidelity)
         info = self.data.info
         start = time.perf_counter()
         # The candidate's initial weights come from its own seed; fork_rng keeps that
         # draw from touching (or depending on) the caller's global torch generator.
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            params = flops = None
+            params = flops = inherited = None
             try:
-                network = self.space.build(arch, info.input_shape, info.num_classes)
+                if task.lineage is not None and task.weights is not None:
+                    network, inherited = starting_network(
+                        self.space,
+                        arch,
+                        task.lineage,
+                        task.weights,
+                        info.input_shape,
+                        info.num_classes,
+                    )
+                else:
+                    network = self.space.build(arch, info.input_shape, info.num_classes)
                 params = count_params(network)
                 flops = count_flops(network, info.input_shape)
                 datamodule = InMemoryDataModule(
@@ -98,7 +116,11 @@ class TrainingEstimator(Estimator):
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 return Evaluation.failure(
-                    error, params=params, flops=flops, seconds=time.perf_counter() - start
+                    error,
+                    params=params,
+                    flops=flops,
+                    seconds=time.perf_counter() - start,
+                    inherited=inherited,
                 )
         final = history[-1]
         return Evaluation(
@@ -112,6 +134,8 @@ class TrainingEstimator(Estimator):
             error=module.stopped,
             fidelity=float(len(history)),
             cost=float(len(history)),
+            inherited=inherited,
+            weights=cpu_state(network) if task.keep_weights else None,
         )
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from nasflow.search_strategies.local_search import LocalSearch
     from nasflow.search_strategies.metaqnn import MetaQNN
     from nasflow.search_strategies.mo_evolution import MultiObjectiveEvolution
+    from nasflow.search_strategies.morphism import Morphism
     from nasflow.search_strategies.nsga2 import NSGA2Search
     from nasflow.search_strategies.random import RandomSearch
     from nasflow.search_strategies.reinforce import Reinforce
@@ -24,6 +25,7 @@ __all__ = [
     "GridSearch",
     "LocalSearch",
     "MetaQNN",
+    "Morphism",
     "MultiObjectiveEvolution",
     "NSGA2Search",
     "RandomSearch",
@@ -39,6 +41,7 @@ __getattr__, __dir__ = exports(
         "GridSearch": "grid",
         "LocalSearch": "local_search",
         "MetaQNN": "metaqnn",
+        "Morphism": "morphism",
         "MultiObjectiveEvolution": "mo_evolution",
         "NSGA2Search": "nsga2",
         "RandomSearch": "random",

@@ -16,7 +16,7 @@ import numpy as np
 
 from nasflow.errors import check_int
 from nasflow.ranges import PositiveInt, Seed
-from nasflow.records import Evaluation
+from nasflow.records import Evaluation, Lineage
 from nasflow.registry import STRATEGIES, Component
 from nasflow.search_spaces.base import Architecture, SearchSpace
 
@@ -55,6 +55,22 @@ class SearchStrategy(Component, ABC):
         The strategy is not told why, nor what ranked it; it must not wait for a `tell`
         that never comes. Strategies that keep nothing per proposal need not override it.
         """
+
+    def lineage(self, arch: Architecture) -> Lineage | None:
+        """The parent whose trained weights `arch`, just asked, starts from (and how it
+        derives from it), or None for a fresh initialisation, as most strategies' do.
+
+        The loop asks once, right after `ask`. A parent is an architecture the strategy
+        has been told; its weights reach the child only while the search keeps them
+        (`weights_kept`), otherwise the child trains from scratch.
+        """
+        return None
+
+    def weights_kept(self) -> int:
+        """How many candidates' trained weights the search should keep (the best and the
+        most recent that many each) for `lineage` to name its parents among them; 0 for a
+        strategy that names none."""
+        return 0
 
     def metrics(self) -> dict[str, float]:
         """What the strategy itself learnt by its latest `tell`, e.g. a controller's reward,

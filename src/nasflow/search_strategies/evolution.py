@@ -5,6 +5,10 @@ is a one-decision mutation of the best of a small random tournament from that
 population, and when the population is full the *oldest* member leaves, not the worst.
 Aging is the regularisation: an architecture survives only by having good descendants,
 so a lucky, noisy score cannot dominate the search for ever.
+
+With `inherit_weights`, a mutant starts from its parent's trained weights (weight
+inheritance, as Real et al. 2017's large-scale evolution does): it copies every
+parameter whose name and shape the mutation left unchanged, and trains on from there.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 
 from nasflow.errors import NasflowError
 from nasflow.ranges import PositiveInt, Seed
-from nasflow.records import Evaluation
+from nasflow.records import Evaluation, Lineage
 from nasflow.search_spaces.base import Architecture, SearchSpace
 from nasflow.search_strategies.base import SearchStrategy, check_positive, score_or_worst
 
@@ -43,6 +47,8 @@ class RegularizedEvolution(SearchStrategy):
             greedier, smaller keeps more diversity.
         max_tries: Mutations (and then random samples) per `ask` before concluding that
             no unproposed architecture can be found; a repeat costs a draw, not training.
+        inherit_weights: Start each mutant from its parent's trained weights, where the
+            search keeps them (the population's, `weights_kept`); False: from scratch.
     """
 
     name = "evolution"
@@ -55,6 +61,7 @@ class RegularizedEvolution(SearchStrategy):
         population_size: PositiveInt = 20,
         sample_size: PositiveInt = 5,
         max_tries: PositiveInt = 100,
+        inherit_weights: bool = False,
     ) -> None:
         super().__init__(space, budget, seed)
         check_positive("population_size", population_size)
@@ -68,6 +75,8 @@ class RegularizedEvolution(SearchStrategy):
         self.population_size = population_size
         self.sample_size = sample_size
         self.max_tries = max_tries
+        self.inherit_weights = inherit_weights
+        self._parents: dict[str, Architecture] = {}  # asked mutants' parents, until `lineage`
         # Oldest first; `maxlen` makes appending to a full population drop its oldest member.
         self.population: deque[tuple[Architecture, float]] = deque(maxlen=population_size)
         self.seen: set[str] = set()  # every architecture proposed or told, by id
@@ -78,6 +87,8 @@ class RegularizedEvolution(SearchStrategy):
             for _ in range(self.max_tries):
                 child = self.space.mutate(parent, self.rng)
                 if child.id not in self.seen:
+                    if self.inherit_weights:
+                        self._parents[child.id] = parent
                     return self._propose(child)
         # Filling the population, or every mutation tried was a repeat.
         for _ in range(self.max_tries):
@@ -85,6 +96,14 @@ class RegularizedEvolution(SearchStrategy):
             if arch.id not in self.seen:
                 return self._propose(arch)
         return None
+
+    def lineage(self, arch: Architecture) -> Lineage | None:
+        parent = self._parents.pop(arch.id, None)
+        return None if parent is None else Lineage(parent)
+
+    def weights_kept(self) -> int:
+        # Tournaments draw from the population: its members' weights must still be kept.
+        return self.population_size if self.inherit_weights else 0
 
     def tell(self, arch: Architecture, evaluation: Evaluation) -> None:
         self.seen.add(arch.id)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from nasflow.artifacts import architecture_record
 from nasflow.constraints import CHEAP, Screen, parse_constraints
 from nasflow.errors import NasflowError, check_optional_int
+from nasflow.inheritance import WeightStore
 from nasflow.interrupts import keep
 from nasflow.locks import ProcessLock
 from nasflow.loop import Checkpoint, Stopping
@@ -28,6 +29,7 @@ from nasflow.pareto import (
     reference_point,
     scalarization,
 )
+from nasflow.search_strategies.base import SearchStrategy
 from nasflow.searching import SearchContext, Searcher, SearchOutcome
 from nasflow.tracking import OWNER_TAG, Tracker, TrackingError, git_commit
 from nasflow.training import InMemoryData
@@ -78,11 +80,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer = instantiate(cfg.trainer)
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     checkpoint = Checkpoint(cfg.paths.checkpoints, _fingerprint(config, data.info.content_hash))
+    weights = _weight_store(cfg, strategy, checkpoint)
     lock = ProcessLock(
         checkpoint.path.with_suffix(".lock"), f"the search checkpoint {checkpoint.path}"
     )
     with lock:
         resumed = checkpoint.load() if cfg.search.resume else None
+        if resumed is None and weights is not None:
+            weights.clear()  # a search that starts afresh inherits nothing from an old one
         run_id = resumed["meta"].get("run_id") if resumed else None
         # A run opened under this lock and still open was left by a process that died
         # (kill -9), unless it is the one this search continues.
@@ -120,6 +125,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 objectives=objectives,
                 reference=reference,
                 scalarize=scalarize,
+                weights=weights,
             )
             try:
                 outcome = strategy.run(context)
@@ -147,6 +153,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             values = "  ".join(f"{k} {v:.4g}" for k, v in member["objectives"].items())
             log.info("  #%d  %s  %s", member["iteration"] + 1, values, member["description"])
     return summary
+
+
+def _weight_store(
+    cfg: DictConfig, strategy: Searcher, checkpoint: Checkpoint
+) -> WeightStore | None:
+    """Where the search keeps candidates' trained weights (beside its checkpoint, as long
+    as the checkpoint's fingerprint names the same search), or None when it keeps none:
+    ``search.keep_weights``, or by default as many as the strategy inherits from."""
+    needed = strategy.weights_kept() if isinstance(strategy, SearchStrategy) else 0
+    keep = needed if cfg.search.keep_weights is None else int(cfg.search.keep_weights)
+    if needed and not keep:
+        raise NasflowError(
+            f"search.keep_weights=0, but strategy={strategy.name} starts candidates from their "
+            f"parents' trained weights; set it to at least 1 (null: {needed}, what it needs)"
+        )
+    return WeightStore(checkpoint.path.with_suffix(".weights"), keep) if keep else None
 
 
 def _objectives_and_screen(

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 #: The experiment tag by which MLflow's UI picks its view: without it, a new experiment
 #: opens on GenAI traces; "custom_model_development" opens on the runs table.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+#: On a candidate's run that started from another's trained weights: that one's run.
+PARENT_RUN_TAG = "nasflow.parent_run_id"
 _TRAINING_KIND = (EXPERIMENT_KIND_TAG, "custom_model_development")
 
 _MAX_PARAM = 6000
@@ -90,6 +92,9 @@ class MlflowTracker(Tracker):
         self._open: dict[int, str] = {}
         #: The last epoch recorded live, by (proposal, fidelity).
         self._epochs: dict[tuple[int, float | None], int] = {}
+        #: The child run of each logged candidate, by architecture id: its children's
+        #: runs name it (``nasflow.parent_run_id``).
+        self._runs: dict[str, str] = {}
 
     @contextmanager
     def run(
@@ -99,7 +104,7 @@ class MlflowTracker(Tracker):
         params: Mapping[str, Any],
         resume_run_id: str | None = None,
     ) -> Iterator[str | None]:
-        self._logged, self._open, self._epochs = set(), {}, {}
+        self._logged, self._open, self._epochs, self._runs = set(), {}, {}, {}
         if resume_run_id is not None and self._exists(resume_run_id):
             # A resumed search continues its run: candidates and steps carry on. Those the
             # interrupted process finished are not logged again. A child it left RUNNING
@@ -111,6 +116,7 @@ class MlflowTracker(Tracker):
                 tags = child.data.tags
                 if "nasflow.iteration" in tags and child.info.status != "RUNNING":
                     self._logged.add(int(tags["nasflow.iteration"]))
+                    self._runs[tags["nasflow.arch_id"]] = child.info.run_id
                     continue
                 if child.info.status == "RUNNING":
                     self.client.set_terminated(child.info.run_id, "KILLED")
@@ -164,11 +170,11 @@ class MlflowTracker(Tracker):
         if known is not None:  # left unfinished by an interrupted process: continued
             self.client.update_run(known, status="RUNNING")
             return
+        tags = {"nasflow.proposal": str(task.iteration), "nasflow.status": "running"}
+        if task.lineage is not None and task.lineage.parent.id in self._runs:
+            tags[PARENT_RUN_TAG] = self._runs[task.lineage.parent.id]
         self._open[task.iteration] = self._create_child(
-            f"candidate-{task.iteration:03d}",
-            task.arch,
-            task.seed,
-            {"nasflow.proposal": str(task.iteration), "nasflow.status": "running"},
+            f"candidate-{task.iteration:03d}", task.arch, task.seed, tags
         )
 
     def log_epoch(self, task: Task, record: Mapping[str, float]) -> None:
@@ -217,12 +223,15 @@ class MlflowTracker(Tracker):
             "nasflow.status": evaluation.status,
             **({"nasflow.error": evaluation.error} if evaluation.error else {}),
         }
+        if candidate.parent is not None and candidate.parent in self._runs:
+            tags[PARENT_RUN_TAG] = self._runs[candidate.parent]
         child = self._open.pop(candidate.proposal, None)
         if child is None:
             child = self._create_child(f"candidate-{step:03d}", arch, candidate.seed, tags)
         else:
             for key, value in tags.items():
                 self.client.set_tag(child, key, value)
+        self._runs[arch.id] = child
         # Epochs already recorded live are not recorded twice.
         live = self._epochs.get((candidate.proposal, None), -1)
         metrics = [
@@ -242,6 +251,7 @@ class MlflowTracker(Tracker):
         finals = {"score": evaluation.score, "params": evaluation.params, "flops": evaluation.flops}
         finals |= {"train_seconds": evaluation.seconds, "cost_epochs": evaluation.cost}
         finals |= {"fidelity": evaluation.fidelity, "rungs": len(evaluation.rungs) or None}
+        finals |= {"inherited_params": evaluation.inherited}
         finals |= {k: v for k, v in evaluation.metrics.items() if k.startswith("filter_")}
         metrics += [Metric(k, float(v), now, 0) for k, v in finals.items() if v is not None]
         self.client.log_batch(child, metrics=metrics)
