@@ -25,6 +25,7 @@ What is measured
 How to run (from the repository root; torch on both cores, nothing else running)
     .venv/bin/python benchmarks/morphism_fmnist.py
     .venv/bin/python benchmarks/morphism_fmnist.py --seeds 1 --budget 6 --train-size 500
+    .venv/bin/python benchmarks/morphism_fmnist.py --reuse   # keep the finished runs of --work
 
     Writes ``benchmarks/results/morphism_fmnist.json`` (``--output``); the pipeline's files
     go under ``--work`` (git-ignored). Exits 0 whatever it finds.
@@ -72,11 +73,18 @@ def main() -> None:
     parser.add_argument("--strategies", default="evolution,morphism")
     parser.add_argument("--work", default="benchmarks/work/morphism_fmnist")
     parser.add_argument("--output", default="benchmarks/results/morphism_fmnist.json")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read the runs --work has finished (same settings) instead of running them again",
+    )
+    parser.add_argument("--only-finished", action="store_true", help="with --reuse: run nothing")
     args = parser.parse_args()
     morphism_epochs = args.morphism_epochs or max(1, args.epochs // 2)
 
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.reuse:
+        shutil.rmtree(work, ignore_errors=True)
     data = [
         "data=fashion_mnist",
         f"data.source.root={args.root}",
@@ -85,7 +93,9 @@ def main() -> None:
         f"paths.prepared={work / 'prepared'}",
         "tracking=none",
     ]
-    prepare_s = run_stage("prepare", data)
+    prepare_s = 0.0 if args.reuse and (work / "prepared" / "meta.json").exists() else None
+    if prepare_s is None:
+        prepare_s = run_stage("prepare", data)
     meta = json.loads((work / "prepared" / "meta.json").read_text())
     print(f"prepared {meta['sizes']} in {prepare_s} s", flush=True)
     shared = [
@@ -124,10 +134,17 @@ def main() -> None:
                 f"paths.evaluate={folder / 'evaluate'}",
                 f"paths.checkpoints={folder / 'checkpoints'}",
             ]
-            search_s = run_stage("search", overrides)
+            finished = (folder / "evaluate" / "metrics.json").exists()
+            if args.reuse and finished:
+                search_s = json.loads((folder / "search" / "summary.json").read_text())["seconds"]
+                retrain_s = None
+            elif args.only_finished:
+                continue
+            else:
+                search_s = run_stage("search", overrides)
+                retrain_s = run_stage("retrain", overrides)
+                run_stage("evaluate", overrides)
             summary = json.loads((folder / "search" / "summary.json").read_text())
-            retrain_s = run_stage("retrain", overrides)
-            run_stage("evaluate", overrides)
             test = json.loads((folder / "evaluate" / "metrics.json").read_text())
             best = json.loads((folder / "search" / "best_architecture.json").read_text())
             history = [json.loads(line) for line in (folder / "search" / "history.jsonl").open()]
