@@ -143,3 +143,30 @@ def _layer(spec: tuple) -> dict:
     if spec[0] == "dense":
         return {"op": "dense", "units": 10, "activation": "relu"}
     return {"op": spec[0]}
+
+
+def test_widened_copies_train_apart() -> None:
+    """A widened filter and its copy start equal, but what reads them takes unequal
+    shares, so their gradients differ and training makes the layer truly wider."""
+    checked = 0
+    for arch, parent in parents(30):
+        for position in range(len(arch.layers)):
+            child = OPERATORS["wider"](SPACE, arch, parent, position, np.random.default_rng(1))
+            if child is None:
+                continue
+            block = child.network.layer_module(position)
+            weight = block.conv.weight.detach().flatten(1)  # type: ignore[union-attr]
+            pairs = [
+                (i, j)
+                for i in range(len(weight))
+                for j in range(i + 1, len(weight))
+                if torch.equal(weight[i], weight[j])
+            ]
+            assert pairs, "a widened layer holds copies"
+            network = child.network.train()
+            network(torch.randn(8, *SHAPE)).square().sum().backward()
+            grad = block.conv.weight.grad.flatten(1)  # type: ignore[union-attr]
+            live = [(i, j) for i, j in pairs if bool(grad[i].any())]  # not a dead ReLU's
+            assert all(not torch.allclose(grad[i], grad[j]) for i, j in live)
+            checked += len(live)
+    assert checked >= 10

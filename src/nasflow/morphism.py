@@ -10,8 +10,9 @@ Elsken et al. (NASH, 2018) define them:
   norm that passes its input through, and a ReLU on an input that is already >= 0.
 * `wider` (Net2WiderNet): a convolution given more filters, each new one a copy of a
   random existing one; whatever reads those channels next (a convolution, its shortcut,
-  a dense layer or the classifier) divides each copy's incoming weights by how many
-  copies its channel now has.
+  a dense layer or the classifier) splits what it read from a channel among its copies,
+  in random shares that sum to one (equal shares, Net2Net's, would keep the copies equal
+  under training for ever).
 * `add_skip`: a residual connection added to a convolution that has none. Where the
   shortcut is a projection, its batch norm starts at zero; where it is the identity,
   the convolution's kernel gives up what the identity now adds.
@@ -159,7 +160,13 @@ def wider(
         return None
     new = larger[int(rng.integers(len(larger)))]
     mapping = np.concatenate([np.arange(old), rng.integers(old, size=new - old)])
-    counts = torch.tensor(np.bincount(mapping, minlength=old)[mapping], dtype=torch.float32)
+    # What reads channel j takes share j of what it read from the channel j copies: shares
+    # that sum to 1 over the copies keep the function. Unequal ones (drawn) break the
+    # copies' symmetry, so training can tell them apart; with equal ones they would get
+    # equal gradients and stay copies for ever (Net2Net adds noise for the same reason).
+    raw = rng.uniform(0.5, 1.5, size=new)
+    shares = torch.tensor(raw / np.bincount(mapping, weights=raw, minlength=old)[mapping])
+    shares = shares.to(torch.float32)
     index = torch.as_tensor(mapping)
     made = _derive(
         space,
@@ -182,9 +189,9 @@ def wider(
             else:  # was the identity: output channel j is input channel mapping[j]
                 _set_projection(projection, [(j, k, 1.0) for j, k in enumerate(index.tolist())])
         if following is None:  # the classifier reads the widened channels
-            _split_inputs(network.classifier, built.classifier, index, counts)
+            _split_inputs(network.classifier, built.classifier, index, shares)
         else:
-            _widen_reader(network, built, following, index, counts)
+            _widen_reader(network, built, following, index, shares)
     return Morphed(child, built, f"wider layer {position} ({old} -> {new} filters)")
 
 
@@ -392,38 +399,38 @@ def _widen_reader(
     child: ChainNetwork,
     reader: int,
     index: torch.Tensor,
-    counts: torch.Tensor,
+    shares: torch.Tensor,
 ) -> None:
-    """The layer that reads the widened channels, its weights on each copy divided by the
-    copies of its channel."""
+    """The layer that reads the widened channels, its weights on each copy scaled by the
+    copy's share of its channel."""
     source, target = parent.layer_module(reader), child.layer_module(reader)
     if isinstance(source, ConvBlock):
         assert isinstance(target, ConvBlock)
-        target.conv.weight.copy_(source.conv.weight[:, index] / counts[None, :, None, None])
+        target.conv.weight.copy_(source.conv.weight[:, index] * shares[None, :, None, None])
         target.norm.load_state_dict(source.norm.state_dict())
         if (projection := _projection(target.shortcut)) is not None:
             if (old_projection := _projection(source.shortcut)) is not None:
-                weight = old_projection[0].weight[:, index] / counts[None, :, None, None]
+                weight = old_projection[0].weight[:, index] * shares[None, :, None, None]
                 projection[0].weight.copy_(weight)
                 projection[1].load_state_dict(old_projection[1].state_dict())
             else:  # was the identity on the old channels: a projection back onto them
-                entries = [(k, j, 1.0 / float(counts[j])) for j, k in enumerate(index.tolist())]
+                entries = [(k, j, float(shares[j])) for j, k in enumerate(index.tolist())]
                 _set_projection(projection, entries)
     else:
         assert isinstance(source, nn.Linear) and isinstance(target, nn.Linear)
-        _split_inputs(source, target, index, counts)
+        _split_inputs(source, target, index, shares)
 
 
 def _split_inputs(
     source: nn.Linear,
     target: nn.Linear,
     index: torch.Tensor,
-    counts: torch.Tensor,
+    shares: torch.Tensor,
 ) -> None:
     """A linear layer reading the widened channels, flattened (each channel a block of
     height x width inputs) or pooled (one input each)."""
     per_channel = source.in_features // len(torch.unique(index))
     columns = (index[:, None] * per_channel + torch.arange(per_channel)[None, :]).reshape(-1)
-    divide = counts.repeat_interleave(per_channel)
-    target.weight.copy_(source.weight[:, columns] / divide[None, :])
+    scale = shares.repeat_interleave(per_channel)
+    target.weight.copy_(source.weight[:, columns] * scale[None, :])
     target.bias.copy_(source.bias)
