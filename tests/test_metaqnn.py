@@ -72,21 +72,21 @@ def test_a_repeat_reuses_its_score_and_is_never_proposed_again() -> None:
 @pytest.mark.parametrize("seed", range(3))
 def test_the_agent_learns_to_exploit_what_scored_best(seed: int) -> None:
     """On a landscape where 3x3 convolutions score (accuracies from 0.5 to 0.9, so the
-    paper's initial Q of 0.5 is below every score), the greedy walk after 300 evaluations
+    paper's initial Q of 0.5 is below every score), the greedy walk after 100 evaluations
     puts a 3x3 convolution on at least 4 of the 6 edges (1.2 by chance, 4 or more in 2 %
-    of uniform draws), and the last proposals carry more of them than uniform ones."""
-    agent = MetaQNN(NB201, budget=300, seed=seed)
+    of uniform draws), and the last 30 proposals carry more of them than uniform ones."""
+    agent = MetaQNN(NB201, budget=100, seed=seed)
     late = []
-    for i in range(300):
+    for i in range(100):
         arch = agent.ask()
         assert isinstance(arch, NB201Architecture)
         agent.tell(arch, Evaluation(status="ok", score=0.5 + 0.4 * convs(arch)))
-        if i >= 250:
+        if i >= 70:
             late.append(convs(arch))
     greedy, _ = agent._episode(epsilon=0.0)
     assert isinstance(greedy, NB201Architecture)
     assert greedy.edges.count("nor_conv_3x3") >= 4
-    assert np.mean(late) > 0.24  # uniform: 0.2 with a standard error of 0.023
+    assert np.mean(late) > 0.3  # uniform: 0.2 with a standard error of 0.03
     metrics = agent.metrics()
     assert metrics["q_spread"] > 0 and metrics["q_max"] > 0.5
 
