@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--morphism-epochs", type=int, help="per child; default: epochs // 2")
     parser.add_argument("--children", type=int, default=4)
     parser.add_argument("--morphisms", type=int, default=2)
+    parser.add_argument(
+        "--start-samples", type=int, default=10, help="morphism starts at the smallest of these"
+    )
     parser.add_argument("--population", type=int, default=10)
     parser.add_argument("--sample", type=int, default=3)
     parser.add_argument("--retrain-epochs", type=int, default=10)
@@ -118,6 +121,7 @@ def main() -> None:
             "strategy=morphism",
             f"strategy.children={args.children}",
             f"strategy.morphisms={args.morphisms}",
+            f"strategy.start_samples={args.start_samples}",
             f"estimator.epochs={morphism_epochs}",
         ],
     }
@@ -205,6 +209,7 @@ def main() -> None:
             "morphism_epochs": morphism_epochs,
             "children": args.children,
             "morphisms": args.morphisms,
+            "start_samples": args.start_samples,
             "population": args.population,
             "sample": args.sample,
             "retrain_epochs": args.retrain_epochs,
