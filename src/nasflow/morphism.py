@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nasflow.measure import count_params
 from nasflow.records import MorphStep
 from nasflow.search_spaces.chain import (
     ChainArchitecture,
@@ -66,7 +67,7 @@ class Morphed:
     @property
     def inherited(self) -> int:
         """The child's parameter values derived from the parent's."""
-        return max(0, sum(p.numel() for p in self.network.parameters()) - self.fresh)
+        return max(0, count_params(self.network) - self.fresh)
 
 
 def inherit(parent: nn.Module, child: nn.Module) -> int:
@@ -121,7 +122,7 @@ def deeper(
     with torch.no_grad():
         block.conv.weight.copy_(_identity_kernel(block.conv.weight))
         _pass_through(block.norm)
-    fresh = sum(p.numel() for p in block.parameters())
+    fresh = count_params(block)
     return Morphed(child, built, f"deeper after layer {position} ({new.describe()})", fresh=fresh)
 
 
@@ -223,7 +224,7 @@ def add_skip(
         if (projection := _projection(block.shortcut)) is not None:  # one that adds zero
             _pass_through(projection[1])
             projection[1].weight.zero_()
-            fresh = sum(p.numel() for p in block.shortcut.parameters())
+            fresh = count_params(block.shortcut)
         else:  # the identity: the convolution gives the input back through its kernel
             variance = block.norm.running_var
             assert variance is not None

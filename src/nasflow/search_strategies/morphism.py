@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nasflow.errors import NasflowError
+from nasflow.measure import count_params
 from nasflow.ranges import PositiveInt, Seed
 from nasflow.records import Evaluation, Lineage, MorphStep
 from nasflow.search_spaces.base import Architecture, SearchSpace
@@ -178,10 +179,8 @@ class Morphism(SearchStrategy):
             return fresh[0] if fresh else None
         with torch.random.fork_rng():
             sizes = [
-                sum(p.numel() for p in self.space.build(a, self.input_shape, self.num_classes)
-                    .parameters())
-                for a in fresh
-            ]  # fmt: skip
+                count_params(self.space.build(a, self.input_shape, self.num_classes)) for a in fresh
+            ]
         return fresh[sizes.index(min(sizes))]
 
     def _mutant(self, parent: Architecture) -> tuple[Architecture, Lineage]:
