@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from nasflow.morphism import OPERATORS, inherit, random_morphism
+from nasflow.morphism import OPERATORS, child_architecture, inherit, morph, random_morphism
 from nasflow.search_spaces import ChainSpace, NB201Space
 from nasflow.search_spaces.chain import ChainArchitecture, ChainNetwork
 
@@ -88,6 +88,33 @@ def test_wider_covers_every_kind_of_reader() -> None:
         assert child is not None, name
         difference = _difference(parent, child.network, batch)
         assert difference <= 1e-5, f"{name}: {difference:.2g}"
+
+
+@pytest.mark.parametrize("channels", [3, 6])  # 6: a first block whose input is a width
+def test_a_step_makes_the_same_architecture_with_or_without_a_network(channels: int) -> None:
+    """What a strategy draws by architecture alone is what the worker's replay on the
+    trained parent makes, and that preserves the function: every (operator, layer, seed)
+    on random parents."""
+    shape = (channels, *SHAPE[1:])
+    batch = torch.randn(4, *shape, generator=torch.Generator().manual_seed(3))
+    applied = 0
+    # A skip on the first block, whose width may not become its input's (6 channels).
+    first = SPACE.from_json({"layers": [_layer(("conv", 4, True))]})
+    archs = [first] * 5 + [arch for arch, _ in parents(30)]
+    for k, arch in enumerate(archs):
+        assert isinstance(arch, ChainArchitecture)
+        parent = trained_like(SPACE.build(arch, shape, 5), k)
+        assert isinstance(parent, ChainNetwork)
+        for name in OPERATORS:
+            for position in range(len(arch.layers)):
+                step = (name, position, k)
+                made = morph(SPACE, arch, parent, step)
+                planned = child_architecture(SPACE, arch, step, channels)
+                assert planned == (None if made is None else made.arch), (step, arch.describe())
+                if made is not None:
+                    applied += 1
+                    assert _difference(parent, made.network, batch) <= 1e-5, made.change
+    assert applied >= 60
 
 
 def test_a_random_morphism_exists_until_the_space_is_exhausted() -> None:

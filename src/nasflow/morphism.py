@@ -95,28 +95,17 @@ def deeper(
 ) -> Morphed | None:
     """An identity convolution inserted after layer `position` (a convolution, or a
     pooling layer after one), its kernel size drawn from the space's."""
-    layers = arch.layers
-    if len(layers) >= space.max_layers or layers[position].op not in _CONV_MAP:
+    planned = _deeper_layers(space, arch, position, rng, network.input_shape[0])
+    if planned is None:
         return None
-    channels = next(
-        layer.filters for layer in reversed(layers[: position + 1]) if layer.op == "conv"
-    )
-    heights, widths = space.field_choices["kernel_h"], space.field_choices["kernel_w"]
-    new = Layer(
-        op="conv",
-        filters=channels,
-        kernel_h=int(heights[int(rng.integers(len(heights)))]),
-        kernel_w=int(widths[int(rng.integers(len(widths)))]),
-    )
+    layers = arch.layers
     made = _derive(
-        space,
-        network,
-        (*layers[: position + 1], new, *layers[position + 1 :]),
-        {i: i if i <= position else i + 1 for i in range(len(layers))},
+        space, network, planned, {i: i if i <= position else i + 1 for i in range(len(layers))}
     )
     if made is None:
         return None
     child, built = made
+    new = child.layers[position + 1]
     block = built.layer_module(position + 1)
     assert isinstance(block, ConvBlock)
     with torch.no_grad():
@@ -135,31 +124,12 @@ def wider(
 ) -> Morphed | None:
     """Convolution `position` with more filters (a larger choice of the space's, drawn),
     the new ones copies of random old ones (Net2WiderNet)."""
+    planned = _wider_layers(space, arch, position, rng, network.input_shape[0])
+    if planned is None:
+        return None
     layers = arch.layers
-    layer = layers[position]
-    if layer.op != "conv":
-        return None
-    old = layer.filters
-    inputs = _in_channels(network, position)
-    following = _reader(arch, position)
-    # A shortcut must stay a projection where it was one (an identity has no weights to
-    # carry the parent's), so a width equal to a block's input is left out.
-    larger = [
-        int(f)
-        for f in space.field_choices["filters"]
-        if int(f) > old
-        and not (layer.skip and int(f) == inputs and inputs != old)
-        and not (
-            following is not None
-            and layers[following].op == "conv"
-            and layers[following].skip
-            and layers[following].filters != old
-            and layers[following].filters == int(f)
-        )
-    ]
-    if not larger:
-        return None
-    new = larger[int(rng.integers(len(larger)))]
+    layer, following = layers[position], _reader(arch, position)
+    old, new = layer.filters, planned[position].filters
     mapping = np.concatenate([np.arange(old), rng.integers(old, size=new - old)])
     # What reads channel j takes share j of what it read from the channel j copies: shares
     # that sum to 1 over the copies keep the function. Unequal ones (drawn) break the
@@ -169,12 +139,8 @@ def wider(
     shares = torch.tensor(raw / np.bincount(mapping, weights=raw, minlength=old)[mapping])
     shares = shares.to(torch.float32)
     index = torch.as_tensor(mapping)
-    made = _derive(
-        space,
-        network,
-        (*layers[:position], replace(layer, filters=new), *layers[position + 1 :]),
-        {i: i for i in range(len(layers)) if i not in (position, following)},
-    )
+    kept = {i: i for i in range(len(layers)) if i not in (position, following)}
+    made = _derive(space, network, planned, kept)
     if made is None:
         return None
     child, built = made
@@ -204,16 +170,10 @@ def add_skip(
     rng: np.random.Generator,
 ) -> Morphed | None:
     """A residual connection on convolution `position`, which had none."""
-    layers = arch.layers
-    layer = layers[position]
-    if layer.op != "conv" or layer.skip or "true" not in space.field_choices["skip"]:
+    planned = _skip_layers(space, arch, position, rng, network.input_shape[0])
+    if planned is None:
         return None
-    made = _derive(
-        space,
-        network,
-        (*layers[:position], replace(layer, skip=True), *layers[position + 1 :]),
-        {i: i for i in range(len(layers))},
-    )
+    made = _derive(space, network, planned, {i: i for i in range(len(arch.layers))})
     if made is None:
         return None
     child, built = made
@@ -236,6 +196,122 @@ def add_skip(
 
 
 OPERATORS: dict[str, Morph] = {"deeper": deeper, "wider": wider, "skip": add_skip}
+
+
+# -- what a morphism makes of the architecture ------------------------------------------------
+# Each operator's first draws from its step's generator decide the child's layers; these
+# make the same draws and nothing else, so a strategy can draw children by architecture
+# alone, without building a network.
+
+#: The child's layers, before the space checks them (None: the operator does not apply).
+Plan = Callable[
+    [ChainSpace, ChainArchitecture, int, np.random.Generator, int], "tuple[Layer, ...] | None"
+]
+
+
+def _deeper_layers(
+    space: ChainSpace,
+    arch: ChainArchitecture,
+    position: int,
+    rng: np.random.Generator,
+    input_channels: int,
+) -> tuple[Layer, ...] | None:
+    layers = arch.layers
+    if len(layers) >= space.max_layers or layers[position].op not in _CONV_MAP:
+        return None
+    heights, widths = space.field_choices["kernel_h"], space.field_choices["kernel_w"]
+    new = Layer(
+        op="conv",
+        filters=_channels_after(arch, position, input_channels),
+        kernel_h=int(heights[int(rng.integers(len(heights)))]),
+        kernel_w=int(widths[int(rng.integers(len(widths)))]),
+    )
+    return (*layers[: position + 1], new, *layers[position + 1 :])
+
+
+def _wider_layers(
+    space: ChainSpace,
+    arch: ChainArchitecture,
+    position: int,
+    rng: np.random.Generator,
+    input_channels: int,
+) -> tuple[Layer, ...] | None:
+    layers = arch.layers
+    layer = layers[position]
+    if layer.op != "conv":
+        return None
+    old = layer.filters
+    inputs = _channels_after(arch, position - 1, input_channels)
+    following = _reader(arch, position)
+    # A shortcut must stay a projection where it was one (an identity has no weights to
+    # carry the parent's), so a width equal to a block's input is left out.
+    larger = [
+        int(f)
+        for f in space.field_choices["filters"]
+        if int(f) > old
+        and not (layer.skip and int(f) == inputs and inputs != old)
+        and not (
+            following is not None
+            and layers[following].op == "conv"
+            and layers[following].skip
+            and layers[following].filters != old
+            and layers[following].filters == int(f)
+        )
+    ]
+    if not larger:
+        return None
+    new = larger[int(rng.integers(len(larger)))]
+    return (*layers[:position], replace(layer, filters=new), *layers[position + 1 :])
+
+
+def _skip_layers(
+    space: ChainSpace,
+    arch: ChainArchitecture,
+    position: int,
+    rng: np.random.Generator,
+    input_channels: int,
+) -> tuple[Layer, ...] | None:
+    layers = arch.layers
+    layer = layers[position]
+    if layer.op != "conv" or layer.skip or "true" not in space.field_choices["skip"]:
+        return None
+    return (*layers[:position], replace(layer, skip=True), *layers[position + 1 :])
+
+
+_PLANS: dict[str, Plan] = {"deeper": _deeper_layers, "wider": _wider_layers, "skip": _skip_layers}
+
+
+def child_architecture(
+    space: ChainSpace, arch: ChainArchitecture, step: MorphStep, input_channels: int
+) -> ChainArchitecture | None:
+    """The architecture `morph` makes of `arch` by `step` on images of `input_channels`
+    channels, without a network; None where the step does not apply. (On trained weights
+    `morph` can still refuse one step this allows: a skip on an identity shortcut whose
+    batch norm has a zero scale.)"""
+    name, position, seed = step
+    layers = _PLANS[name](space, arch, position, np.random.default_rng(seed), input_channels)
+    return None if layers is None else _child(space, layers)
+
+
+def random_step(
+    space: ChainSpace,
+    arch: ChainArchitecture,
+    rng: np.random.Generator,
+    operators: Sequence[str] = tuple(OPERATORS),
+    input_channels: int = 3,
+) -> tuple[ChainArchitecture, MorphStep] | None:
+    """One morphism step drawn uniformly over the (operator, layer) pairs that apply to
+    `arch`, each try with a fresh seed from `rng`, and the child architecture it makes;
+    None when none applies (the chain is as deep, wide and connected as the space
+    allows)."""
+    pairs = [(name, i) for name in operators for i in range(len(arch.layers))]
+    for k in rng.permutation(len(pairs)):
+        name, position = pairs[int(k)]
+        step = (name, position, int(rng.integers(2**31)))
+        child = child_architecture(space, arch, step, input_channels)
+        if child is not None:
+            return child, step
+    return None
 
 
 def morph(
@@ -276,16 +352,10 @@ def random_morphism(
     rng: np.random.Generator,
     operators: tuple[str, ...] = tuple(OPERATORS),
 ) -> Morphed | None:
-    """One morphism drawn uniformly over (operator, layer) pairs that apply, each try
-    with a fresh seed from `rng` (the result's `step` replays it); None when none applies
-    (the chain is as deep, wide and connected as the space allows)."""
-    pairs = [(name, i) for name in operators for i in range(len(arch.layers))]
-    for k in rng.permutation(len(pairs)):
-        name, position = pairs[int(k)]
-        child = morph(space, arch, network, (name, position, int(rng.integers(2**31))))
-        if child is not None:
-            return child
-    return None
+    """`random_step`'s morphism applied to `network` (the result's `step` replays it);
+    None when none applies."""
+    drawn = random_step(space, arch, rng, operators, network.input_shape[0])
+    return None if drawn is None else morph(space, arch, network, drawn[1])
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -380,10 +450,11 @@ def _copy_norm(source: nn.BatchNorm2d, target: nn.BatchNorm2d, index: torch.Tens
         getattr(target, name).copy_(getattr(source, name)[index])
 
 
-def _in_channels(network: ChainNetwork, position: int) -> int:
-    block = network.layer_module(position)
-    assert isinstance(block, ConvBlock)
-    return block.conv.in_channels
+def _channels_after(arch: ChainArchitecture, position: int, input_channels: int) -> int:
+    """The channels of the feature map after layer `position` (-1: the input image): the
+    last convolution's filters up to there (pooling keeps the channels)."""
+    convs = [layer.filters for layer in arch.layers[: position + 1] if layer.op == "conv"]
+    return convs[-1] if convs else input_channels
 
 
 def _reader(arch: ChainArchitecture, position: int) -> int | None:

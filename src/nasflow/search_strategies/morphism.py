@@ -189,26 +189,21 @@ class Morphism(SearchStrategy):
 
     def _child(self, parent: Architecture) -> tuple[Architecture, Lineage]:
         """A child of `parent` and how it derives: 1 to `morphisms` random morphisms on
-        the chain space, else (none applies, or another space) a mutation (`_mutant`)."""
-        from nasflow.morphism import random_morphism
-        from nasflow.search_spaces.chain import ChainArchitecture, ChainNetwork, ChainSpace
+        the chain space, else (none applies, or another space) a mutation (`_mutant`).
+        The morphisms are drawn by architecture alone: the worker replays them on the
+        parent's trained weights."""
+        from nasflow.morphism import random_step
+        from nasflow.search_spaces.chain import ChainArchitecture, ChainSpace
 
         if isinstance(self.space, ChainSpace) and isinstance(parent, ChainArchitecture):
-            # The morphisms are drawn on an untrained network of the parent: what they
-            # make of the architecture does not depend on the weights, and the worker
-            # replays them on the trained ones.
-            with torch.random.fork_rng():
-                torch.manual_seed(0)
-                network = self.space.build(parent, self.input_shape, self.num_classes)
-            assert isinstance(network, ChainNetwork)
             arch: ChainArchitecture = parent
             steps: list[MorphStep] = []
             for _ in range(int(self.rng.integers(1, self.morphisms + 1))):
-                made = random_morphism(self.space, arch, network, self.rng, self.operators)
-                if made is None or made.step is None:
+                drawn = random_step(self.space, arch, self.rng, self.operators, self.input_shape[0])
+                if drawn is None:
                     break
-                steps.append(made.step)
-                arch, network = made.arch, made.network
+                arch, step = drawn
+                steps.append(step)
             if steps:
                 return arch, Lineage(parent, tuple(steps))
         return self._mutant(parent)
