@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from nasflow.config import register_configs
-from nasflow.data import Digits, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +74,8 @@ def _composed(chosen: tuple[str, ...], conf_path: str) -> DictConfig:
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """torch on one thread while the test runs: what the recorded one-shot runs used."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -84,6 +84,8 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nasflow.data import Digits, prepare
+
     out = tmp_path_factory.mktemp("prepared")
     prepare(Digits(), out, val_fraction=0.15, test_fraction=0.2, seed=0)
     return out

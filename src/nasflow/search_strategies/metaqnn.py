@@ -287,15 +287,16 @@ class MetaQNN(SearchStrategy):
 
     def _update(self, episode: Episode, reward: float) -> None:
         """The paper's Q-value update along one episode, from its last decision back."""
-        lr, q, q_init = self.learning_rate, self.q, self.q_init
+        lr, q, q_init, discount = self.learning_rate, self.q, self.q_init, self.discount
+        get = q.get  # replay makes this the strategy's inner loop
         target = reward
         for i in range(len(episode) - 1, -1, -1):
-            state, _, label = episode[i]
+            state, offered, label = episode[i]
             key = (state, label)
-            old = q.get(key, q_init)
+            old = get(key, q_init)
             q[key] = old + lr * (target - old)
             if i:  # the value of the decision before: the best option offered here
-                target = self.discount * max(q.get((state, o), q_init) for o in episode[i][1])
+                target = discount * max([get((state, o), q_init) for o in offered])
 
     # -- resume ------------------------------------------------------------------------------
 
