@@ -62,10 +62,13 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=16, help="candidates of each search")
     parser.add_argument("--epochs", type=int, default=4, help="evolution's, per candidate")
     parser.add_argument("--morphism-epochs", type=int, help="per child; default: epochs // 2")
-    parser.add_argument("--children", type=int, default=4)
+    parser.add_argument("--children", type=int, default=2)
     parser.add_argument("--morphisms", type=int, default=2)
     parser.add_argument(
-        "--start-samples", type=int, default=10, help="morphism starts at the smallest of these"
+        "--start-samples",
+        type=int,
+        default=1,
+        help="morphism starts at the smallest of this many random architectures (1: random)",
     )
     parser.add_argument("--population", type=int, default=10)
     parser.add_argument("--sample", type=int, default=3)
