@@ -17,6 +17,11 @@ Elsken et al. (NASH, 2018) define them:
   shortcut is a projection, its batch norm starts at zero; where it is the identity,
   the convolution's kernel gives up what the identity now adds.
 
+A step (operator, layer, seed) replays exactly (`morph`, `morph_all`). `random_step` and
+`child_architecture` give what a step makes of the architecture alone, without building a
+network: a strategy draws children that way, and the worker replays the steps on the
+parent's trained weights.
+
 For every other space, `inherit` is weight inheritance: a child copies each parameter and
 buffer of its parent whose name and shape it shares.
 """
