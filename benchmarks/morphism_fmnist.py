@@ -25,7 +25,7 @@ What is measured
 How to run (from the repository root; torch on both cores, nothing else running)
     .venv/bin/python benchmarks/morphism_fmnist.py
     .venv/bin/python benchmarks/morphism_fmnist.py --seeds 1 --budget 6 --train-size 500
-    .venv/bin/python benchmarks/morphism_fmnist.py --reuse   # keep the finished runs of --work
+    .venv/bin/python benchmarks/morphism_fmnist.py --reuse   # keep --work's runs of the same settings
 
     Writes ``benchmarks/results/morphism_fmnist.json`` (``--output``); the pipeline's files
     go under ``--work`` (git-ignored). Exits 0 whatever it finds.
@@ -53,6 +53,35 @@ SPACE = [
     "search_space.kernel_sizes=[3,5]",
     "search_space.max_pooling=3",
 ]
+
+# Each finished run records the overrides it ran with (less its paths, which depend on
+# --work, --root and the working folder), so that --reuse reads only runs of the same
+# settings.
+SETTINGS = "overrides.json"
+PATHS = ("paths.", "data.source.root=")
+
+
+def record_settings(folder: Path, overrides: list[str]) -> None:
+    settings = [o for o in overrides if not o.startswith(PATHS)]
+    (folder / SETTINGS).write_text(json.dumps(settings, indent=1) + "\n")
+
+
+def check_settings(folder: Path, overrides: list[str]) -> None:
+    """Exit with one line if ``folder``'s finished run was made with other settings."""
+    overrides = [o for o in overrides if not o.startswith(PATHS)]
+    record = folder / SETTINGS
+    if not record.exists():
+        raise SystemExit(
+            f"--reuse: {folder} has no {SETTINGS}, so its settings are unknown; "
+            "run without --reuse or pick another --work"
+        )
+    before = json.loads(record.read_text())
+    changed = sorted(set(before) ^ set(overrides))
+    if changed:
+        raise SystemExit(
+            f"--reuse: {folder} was run with other settings ({', '.join(changed)}); "
+            "run without --reuse or pick another --work"
+        )
 
 
 def main() -> None:
@@ -103,6 +132,12 @@ def main() -> None:
     if prepare_s is None:
         prepare_s = run_stage("prepare", data)
     meta = json.loads((work / "prepared" / "meta.json").read_text())
+    sizes = (meta["sizes"]["train"], meta["sizes"]["val"])
+    if sizes != (args.train_size, args.val_size):
+        raise SystemExit(
+            f"--reuse: {work / 'prepared'} holds {sizes[0]} training and {sizes[1]} validation "
+            "images; run without --reuse or pick another --work"
+        )
     print(f"prepared {meta['sizes']} in {prepare_s} s", flush=True)
     shared = [
         *data,
@@ -143,6 +178,7 @@ def main() -> None:
             ]
             finished = (folder / "evaluate" / "metrics.json").exists()
             if args.reuse and finished:
+                check_settings(folder, overrides)
                 search_s = json.loads((folder / "search" / "summary.json").read_text())["seconds"]
                 retrain_s = None
             elif args.only_finished:
@@ -151,6 +187,7 @@ def main() -> None:
                 search_s = run_stage("search", overrides)
                 retrain_s = run_stage("retrain", overrides)
                 run_stage("evaluate", overrides)
+                record_settings(folder, overrides)
             summary = json.loads((folder / "search" / "summary.json").read_text())
             test = json.loads((folder / "evaluate" / "metrics.json").read_text())
             best = json.loads((folder / "search" / "best_architecture.json").read_text())
