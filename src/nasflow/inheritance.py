@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from nasflow.errors import first_line
-from nasflow.executors import Executor
+from nasflow.executors import Executor, ForwardingExecutor
 from nasflow.records import EvaluateFn, Evaluation, Lineage, Task
 from nasflow.search_spaces.base import Architecture, SearchSpace
 
@@ -167,17 +167,15 @@ class WeightStore:
             log.warning("cannot write %s (%s)", path, error.strerror or error)
 
 
-class InheritingExecutor(Executor):
+class InheritingExecutor(ForwardingExecutor):
     """An executor as the search loop sees it when weights are kept: each task goes out
     asking for its trained weights back and, with a parent, carrying the parent's kept
     ones; each evaluation's weights go to the store (and out of the record) as it
     comes back."""
 
     def __init__(self, inner: Executor, store: WeightStore) -> None:
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)
         self.store = store
-        self.slots = inner.slots
 
     def submit(self, evaluate: EvaluateFn, task: Task) -> None:
         weights = None
@@ -196,15 +194,3 @@ class InheritingExecutor(Executor):
                 evaluation.weights = None
             finished.append((replace(task, weights=None), evaluation))
         return finished
-
-    def in_flight(self) -> int:
-        return self.inner.in_flight()
-
-    def clock(self) -> float:
-        return self.inner.clock()
-
-    def known(self, evaluate: EvaluateFn, task: Task) -> Evaluation | None:
-        return self.inner.known(evaluate, task)
-
-    def close(self) -> None:
-        self.inner.close()

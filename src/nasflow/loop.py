@@ -22,7 +22,7 @@ import torch
 from nasflow.constraints import Screen
 from nasflow.errors import NasflowError, first_line
 from nasflow.estimators.base import Estimator
-from nasflow.executors import Executor
+from nasflow.executors import Executor, ForwardingExecutor
 from nasflow.inheritance import InheritingExecutor, WeightStore
 from nasflow.pareto import (
     Objective,
@@ -286,7 +286,7 @@ def _task_key(evaluate: EvaluateFn, task: Task) -> str:
     return f"{name}:{task.iteration}@{task.fidelity}"
 
 
-class _Round(Executor):
+class _Round(ForwardingExecutor):
     """The executor of a round, as the checkpoint and the tracker see it: each evaluation
     is recorded as it finishes, one that a resumed round had already finished is handed
     back at once instead of being run again (only for the same architecture: anything
@@ -294,10 +294,8 @@ class _Round(Executor):
     its epochs go to the loop's `on_epoch`."""
 
     def __init__(self, inner: Executor, checkpoint: Checkpoint | None) -> None:
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)
         self.checkpoint = checkpoint
-        self.slots = inner.slots
         self._keys: dict[tuple[int, float | None], str] = {}
 
     def submit(self, evaluate: EvaluateFn, task: Task) -> None:
@@ -311,12 +309,6 @@ class _Round(Executor):
                 key = self._keys.pop((task.iteration, task.fidelity))
                 self.checkpoint.record(key, task, evaluation)
         return finished
-
-    def in_flight(self) -> int:
-        return self.inner.in_flight()
-
-    def clock(self) -> float:
-        return self.inner.clock()
 
     def known(self, evaluate: EvaluateFn, task: Task) -> Evaluation | None:
         done = self.checkpoint.round.get(_task_key(evaluate, task)) if self.checkpoint else None

@@ -10,16 +10,17 @@ from typing import TYPE_CHECKING
 from nasflow.lazy import exports
 
 if TYPE_CHECKING:
-    from nasflow.executors.base import Executor, LocalExecutor
+    from nasflow.executors.base import Executor, ForwardingExecutor, LocalExecutor
     from nasflow.executors.ray_executor import RayExecutor
     from nasflow.executors.simulated import SimulatedExecutor
 
-__all__ = ["Executor", "LocalExecutor", "RayExecutor", "SimulatedExecutor"]
+__all__ = ["Executor", "ForwardingExecutor", "LocalExecutor", "RayExecutor", "SimulatedExecutor"]
 
 __getattr__, __dir__ = exports(
     __name__,
     {
         "Executor": "base",
+        "ForwardingExecutor": "base",
         "LocalExecutor": "base",
         "RayExecutor": "ray_executor",
         "SimulatedExecutor": "simulated",

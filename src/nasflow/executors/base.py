@@ -91,6 +91,34 @@ class Executor(Component, ABC):
         self.close()
 
 
+class ForwardingExecutor(Executor):
+    """An executor in front of another: everything goes to `inner`, and a subclass
+    overrides only what it adds (what a search keeps of each task, what it records)."""
+
+    def __init__(self, inner: Executor) -> None:
+        super().__init__()
+        self.inner = inner
+        self.slots = inner.slots
+
+    def submit(self, evaluate: EvaluateFn, task: Task) -> None:
+        self.inner.submit(evaluate, task)
+
+    def wait(self) -> list[tuple[Task, Evaluation]]:
+        return self.inner.wait()
+
+    def in_flight(self) -> int:
+        return self.inner.in_flight()
+
+    def clock(self) -> float:
+        return self.inner.clock()
+
+    def known(self, evaluate: EvaluateFn, task: Task) -> Evaluation | None:
+        return self.inner.known(evaluate, task)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class LocalExecutor(Executor):
     """Evaluates tasks one after another in this process."""
 
