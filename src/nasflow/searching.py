@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from nasflow.search_spaces.base import Architecture, SearchSpace
     from nasflow.tracking.base import Tracker
     from nasflow.training.data import InMemoryData
-    from nasflow.training.fit import TrainerFactory
+    from nasflow.training.trainer import TrainerFactory
 
 
 @dataclass

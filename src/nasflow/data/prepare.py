@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from nasflow.data.sources import DataSource, RawDataset, Split, listing
 from nasflow.errors import NasflowError
@@ -110,6 +109,10 @@ def _stratified(
 
     ``setting`` names the user's value (e.g. "val_fraction 0.1") for the error message.
     """
+    # Here, not at the top: the stages that only read prepared splits (this module's
+    # `load_split`, `check_split`) need no scikit-learn.
+    from sklearn.model_selection import train_test_split
+
     try:
         rest, carved = train_test_split(
             indices, test_size=fraction, stratify=labels[indices], random_state=seed

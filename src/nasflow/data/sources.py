@@ -17,7 +17,6 @@ from urllib.error import URLError
 import numpy as np
 import torch
 from annotated_types import Interval
-from sklearn.datasets import load_digits
 
 from nasflow.errors import NasflowError
 from nasflow.ranges import PositiveInt
@@ -97,6 +96,8 @@ class Digits(DataSource):
         Returns:
             The dataset, with class names "0".."9".
         """
+        from sklearn.datasets import load_digits  # only here: readers of prepared data need none
+
         bunch = load_digits()
         # Pixel values are 0..16; stretch them to the 0..255 range every other source uses.
         scaled = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)

@@ -62,7 +62,7 @@ from nasflow.search_spaces.nb201 import NB201Space
 from nasflow.searching import SearchContext, SearchOutcome
 from nasflow.tracking.base import Tracker
 from nasflow.training.data import InMemoryData
-from nasflow.training.fit import TrainerFactory
+from nasflow.training.trainer import TrainerFactory
 
 # The search's random generators by name (`SupernetSearch.random_streams`).
 Streams = Mapping[str, torch.Generator]

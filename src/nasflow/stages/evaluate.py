@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from nasflow.artifacts import read_architecture, read_json
 from nasflow.errors import NasflowError, first_line
@@ -25,6 +24,10 @@ log = logging.getLogger("nasflow.evaluate")
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Write test accuracy, per-class accuracy and predictions to ``paths.evaluate``
     (together, once they are also tracked)."""
+    # Here, not at the top: export and predict read the retrained network through this
+    # module, and torchmetrics loads torchvision (seconds of every such start).
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
     outputs = OutputSet(cfg.paths.evaluate, "paths.evaluate", last="metrics.json")
     tracker: Tracker = instantiate(cfg.tracking)  # checks the store
     data = InMemoryData.load(cfg.paths.prepared, ("test",))

@@ -1,8 +1,18 @@
-"""Lightning training of any candidate network on in-memory data."""
+"""Lightning training of any candidate network on in-memory data.
 
-from nasflow.training.data import InMemoryData, InMemoryDataModule
-from nasflow.training.fit import TrainerFactory, fit
-from nasflow.training.module import ClassifierModule
+The names below are imported only when used, so that what only reads prepared data
+(`InMemoryData`: evaluate, export) loads neither Lightning nor torchvision.
+"""
+
+from typing import TYPE_CHECKING
+
+from nasflow.lazy import exports
+
+if TYPE_CHECKING:
+    from nasflow.training.data import InMemoryData
+    from nasflow.training.datamodule import InMemoryDataModule
+    from nasflow.training.trainer import TrainerFactory, fit
+    from nasflow.training.module import ClassifierModule
 
 __all__ = [
     "ClassifierModule",
@@ -11,3 +21,14 @@ __all__ = [
     "TrainerFactory",
     "fit",
 ]
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        "ClassifierModule": "module",
+        "InMemoryData": "data",
+        "InMemoryDataModule": "datamodule",
+        "TrainerFactory": "trainer",
+        "fit": "trainer",
+    },
+)

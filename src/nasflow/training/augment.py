@@ -9,7 +9,7 @@ Seeded: the batches' randomness comes from a generator of their own, seeded by t
 training's seed, and is drawn under a forked torch random state, so the same seed gives
 the same augmented batches and augmenting draws nothing from (and depends on nothing in)
 the generator that initialises the network. Only the training batches are augmented:
-`nasflow.training.data.InMemoryDataModule` never passes validation (or test) batches
+`nasflow.training.datamodule.InMemoryDataModule` never passes validation (or test) batches
 through it.
 
 The images are already normalised (`InMemoryData`), so padding with zeros pads with the

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 from torch import nn
 
-from nasflow.training.data import InMemoryDataModule
+from nasflow.training.datamodule import InMemoryDataModule
 from nasflow.training.module import ClassifierModule, OptimizerFactory, SchedulerFactory
 
 if TYPE_CHECKING:
