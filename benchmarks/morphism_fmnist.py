@@ -25,7 +25,7 @@ What is measured
 How to run (from the repository root; torch on both cores, nothing else running)
     .venv/bin/python benchmarks/morphism_fmnist.py
     .venv/bin/python benchmarks/morphism_fmnist.py --seeds 1 --budget 6 --train-size 500
-    .venv/bin/python benchmarks/morphism_fmnist.py --reuse   # keep --work's runs of the same settings
+    .venv/bin/python benchmarks/morphism_fmnist.py --reuse   # keep --work's runs (same settings)
 
     Writes ``benchmarks/results/morphism_fmnist.json`` (``--output``); the pipeline's files
     go under ``--work`` (git-ignored). Exits 0 whatever it finds.

@@ -7,8 +7,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from tests import launch
 from tests.conftest import ROOT
 

@@ -9,7 +9,7 @@ import pytest
 
 from nasflow.records import Evaluation
 from nasflow.search_spaces import ChainSpace, NB201Architecture, NB201Space
-from nasflow.search_strategies.metaqnn import PAPER, MetaQNN
+from nasflow.search_strategies.metaqnn import PAPER, MetaQNN, _updates
 
 NB201 = NB201Space()
 
@@ -22,7 +22,7 @@ def convs(arch: NB201Architecture) -> float:
 def test_one_update_is_the_paper_s_backward_q_learning_step() -> None:
     agent = MetaQNN(NB201, budget=10, seed=0, learning_rate=0.5, replay=1)
     _, episode = agent._episode(epsilon=1.0)
-    agent._update(episode, reward=0.9)
+    agent._update(_updates(episode), reward=0.9)
     # Backwards from the last decision: Q <- Q + lr (target - Q), the last target the
     # reward, each earlier one the best Q-value offered at the next decision.
     expected, target = {}, 0.9

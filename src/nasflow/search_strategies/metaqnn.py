@@ -57,6 +57,7 @@ asynchronous and Ray executors) and `state_dict` resumes it exactly.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -70,6 +71,9 @@ from nasflow.search_strategies.base import SearchStrategy, check_positive
 #: One decision of an episode: the agent's state, the options offered, the one chosen.
 Step = tuple[tuple[Any, ...], tuple[str, ...], str]
 Episode = tuple[Step, ...]
+#: An episode as its updates read the Q-table, from the last decision back: each
+#: decision's key and the keys of the options it offered.
+Updates = tuple[tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]], ...]
 
 #: MetaQNN's ε schedule: networks trained at each ε (Baker et al. 2017, Table 5).
 EPSILONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
@@ -151,6 +155,7 @@ class MetaQNN(SearchStrategy):
         self.epsilon_ends = tuple(ends)
         self.q: dict[tuple[tuple[Any, ...], str], float] = {}
         self.memory: list[tuple[Episode, float]] = []
+        self._replays: list[tuple[Updates, float]] = []  # `memory`, as `_update` reads it
         self.scores: dict[str, float] = {}  # every architecture told, by id
         self.pending: dict[str, Episode] = {}  # proposed, not yet told
         self.discarded: set[str] = set()
@@ -281,22 +286,23 @@ class MetaQNN(SearchStrategy):
     def _learn(self, episode: Episode, reward: float) -> None:
         """Store the experience and replay `replay` memories drawn uniformly."""
         self.memory.append((episode, reward))
+        self._replays.append((_updates(episode), reward))
         draws = self.rng.integers(len(self.memory), size=self.replay)
         for index in draws:
-            self._update(*self.memory[int(index)])
+            self._update(*self._replays[int(index)])
 
-    def _update(self, episode: Episode, reward: float) -> None:
+    def _update(self, updates: Updates, reward: float) -> None:
         """The paper's Q-value update along one episode, from its last decision back."""
         lr, q, q_init, discount = self.learning_rate, self.q, self.q_init, self.discount
         get = q.get  # replay makes this the strategy's inner loop
+        defaults = itertools.repeat(q_init)
         target = reward
-        for i in range(len(episode) - 1, -1, -1):
-            state, offered, label = episode[i]
-            key = (state, label)
+        first = len(updates) - 1
+        for i, (key, options) in enumerate(updates):
             old = get(key, q_init)
             q[key] = old + lr * (target - old)
-            if i:  # the value of the decision before: the best option offered here
-                target = discount * max([get((state, o), q_init) for o in offered])
+            if i < first:  # the value of the decision before: the best option offered here
+                target = discount * max(map(get, options, defaults))
 
     # -- resume ------------------------------------------------------------------------------
 
@@ -316,8 +322,18 @@ class MetaQNN(SearchStrategy):
         super().load_state_dict(state)
         self.q = dict(state["q"])
         self.memory = list(state["memory"])
+        self._replays = [(_updates(episode), reward) for episode, reward in self.memory]
         self.scores = dict(state["scores"])
         self.pending = dict(state["pending"])
         self.discarded = set(state["discarded"])
         self.proposals = state["proposals"]
         self.worst = state["worst"]
+
+
+def _updates(episode: Episode) -> Updates:
+    """`episode`'s Q-table keys in the order `MetaQNN._update` reads them, made once per
+    memory rather than at every replay."""
+    return tuple(
+        ((state, label), tuple((state, option) for option in offered))
+        for state, offered, label in reversed(episode)
+    )

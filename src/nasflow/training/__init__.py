@@ -11,8 +11,8 @@ from nasflow.lazy import exports
 if TYPE_CHECKING:
     from nasflow.training.data import InMemoryData
     from nasflow.training.datamodule import InMemoryDataModule
-    from nasflow.training.trainer import TrainerFactory, fit
     from nasflow.training.module import ClassifierModule
+    from nasflow.training.trainer import TrainerFactory, fit
 
 __all__ = [
     "ClassifierModule",
