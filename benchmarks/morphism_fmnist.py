@@ -61,14 +61,17 @@ SETTINGS = "overrides.json"
 PATHS = ("paths.", "data.source.root=")
 
 
+def settings_of(overrides: list[str]) -> list[str]:
+    """What makes a run what it is: its overrides less the paths."""
+    return [o for o in overrides if not o.startswith(PATHS)]
+
+
 def record_settings(folder: Path, overrides: list[str]) -> None:
-    settings = [o for o in overrides if not o.startswith(PATHS)]
-    (folder / SETTINGS).write_text(json.dumps(settings, indent=1) + "\n")
+    (folder / SETTINGS).write_text(json.dumps(settings_of(overrides), indent=1) + "\n")
 
 
 def check_settings(folder: Path, overrides: list[str]) -> None:
     """Exit with one line if ``folder``'s finished run was made with other settings."""
-    overrides = [o for o in overrides if not o.startswith(PATHS)]
     record = folder / SETTINGS
     if not record.exists():
         raise SystemExit(
@@ -76,7 +79,7 @@ def check_settings(folder: Path, overrides: list[str]) -> None:
             "run without --reuse or pick another --work"
         )
     before = json.loads(record.read_text())
-    changed = sorted(set(before) ^ set(overrides))
+    changed = sorted(set(before) ^ set(settings_of(overrides)))
     if changed:
         raise SystemExit(
             f"--reuse: {folder} was run with other settings ({', '.join(changed)}); "
@@ -133,7 +136,7 @@ def main() -> None:
         prepare_s = run_stage("prepare", data)
     meta = json.loads((work / "prepared" / "meta.json").read_text())
     sizes = (meta["sizes"]["train"], meta["sizes"]["val"])
-    if sizes != (args.train_size, args.val_size):
+    if args.reuse and sizes != (args.train_size, args.val_size):
         raise SystemExit(
             f"--reuse: {work / 'prepared'} holds {sizes[0]} training and {sizes[1]} validation "
             "images; run without --reuse or pick another --work"
