@@ -8,11 +8,14 @@ worker process loads it once. A worker sets torch's threads to its CPUs: two pro
 with torch's default threads on the same cores slow each other down many times over.
 
 The search process (the driver) stays the only writer of the checkpoint and of MLflow:
-workers send each finished epoch back through a Ray queue, and the driver hands them to
-the loop while it waits. A task whose worker dies (its process killed, its node lost,
-out of memory) is run again by Ray up to `max_retries` times, then comes back as a
+each task is a Ray generator that yields its candidate's finished epochs as they come and
+then its evaluation, and the driver hands the epochs to the loop while it waits (no
+process besides the workers). A task whose worker dies (its process killed, its node
+lost, out of memory) is run again by Ray up to `max_retries` times, then comes back as a
 failed candidate with the reason; a candidate that raises is a failed candidate already
-(the estimator catches it), so it is not retried.
+(the estimator catches it), so it is not retried. A task run again yields only what its
+first run had not yet delivered (Ray's generators replay by position), so each epoch
+reaches the loop once.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from nasflow.errors import NasflowError, first_line
@@ -46,8 +51,8 @@ class RayExecutor(Executor):
         num_gpus: GPUs each candidate reserves, fractions allowed (0: CPU only).
         max_retries: Times a candidate whose worker died is run again before it is
             recorded as failed.
-        poll_seconds: How often the driver passes on the epochs workers report while it
-            waits for a candidate to finish.
+        poll_seconds: The longest the driver waits on Ray at a time (epochs are passed
+            on as they arrive; between waits it can take an interrupt).
     """
 
     name = "ray"
@@ -70,18 +75,15 @@ class RayExecutor(Executor):
         self.poll_seconds = poll_seconds
         self._ray: Any = None
         self._owns_ray = False
-        self._queue: Any = None
         self._remote: Any = None
         self._shared: dict[tuple[int, str], Any] = {}  # the object-store copy of each evaluator
-        self._running: dict[Any, Task] = {}  # object ref -> task, in submission order
-        self._epochs: dict[tuple[int, float | None], int] = {}  # last epoch passed on
+        self._running: dict[Any, Task] = {}  # task's generator -> task, in submission order
         #: Where each running candidate trains, by proposal: (node address, worker PID),
         #: as its latest epoch report says.
         self.placement: dict[int, tuple[str, int]] = {}
 
     def _start(self) -> None:
         import ray
-        from ray.util.queue import Queue
 
         if not ray.is_initialized():
             options: dict[str, Any] = {
@@ -103,9 +105,8 @@ class RayExecutor(Executor):
             self._owns_ray = True
         self._check_resources(ray.cluster_resources())
         self._ray = ray
-        # Epochs from the workers; the queue is a tiny actor that needs no CPU of its own.
-        self._queue = Queue(actor_options={"num_cpus": 0})
         self._remote = ray.remote(_evaluate).options(
+            num_returns="streaming",
             num_cpus=self.num_cpus,
             num_gpus=self.num_gpus,
             max_retries=self.max_retries,
@@ -124,8 +125,8 @@ class RayExecutor(Executor):
     def submit(self, evaluate: EvaluateFn, task: Task) -> None:
         if self._ray is None:
             self._start()
-        ref = self._remote.remote(self._share(evaluate), task, self._queue, self.num_cpus)
-        self._running[ref] = task
+        generator = self._remote.remote(self._share(evaluate), task, self.num_cpus)
+        self._running[generator] = task
 
     def _share(self, evaluate: EvaluateFn) -> list[Any]:
         """`evaluate` in the object store, put there once (in a list, so that Ray hands
@@ -139,22 +140,27 @@ class RayExecutor(Executor):
     def wait(self) -> list[tuple[Task, Evaluation]]:
         ray = self._ray
         while True:
+            # The tasks whose next item (an epoch, or the evaluation) has arrived.
             ready, _ = ray.wait(list(self._running), num_returns=1, timeout=self.poll_seconds)
-            self._pass_on_epochs()
             if ready:
-                break
-        ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=0)
-        finished = []
-        for ref in ready:
-            task = self._running.pop(ref)
-            finished.append((task, self._result(ref, task)))
-        return finished
+                ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=0)
+            finished = []
+            for generator in ready:
+                task = self._running[generator]
+                evaluation = self._take(generator, task)
+                if evaluation is not None:
+                    del self._running[generator]
+                    self.placement.pop(task.iteration, None)
+                    finished.append((task, evaluation))
+            if finished:
+                return finished
 
-    def _result(self, ref: Any, task: Task) -> Evaluation:
+    def _take(self, generator: Any, task: Task) -> Evaluation | None:
+        """The task's next item: an epoch, handed to the loop (None), or its evaluation."""
         from ray import exceptions
 
         try:
-            return self._ray.get(ref)  # type: ignore[no-any-return]
+            item, where = self._ray.get(next(generator))
         except (
             exceptions.WorkerCrashedError,
             exceptions.OutOfMemoryError,
@@ -171,25 +177,14 @@ class RayExecutor(Executor):
                     f"after {self.max_retries} retries): {reason}"
                 )
             )
-        finally:
-            self._epochs.pop((task.iteration, task.fidelity), None)
-            self.placement.pop(task.iteration, None)
-
-    def _pass_on_epochs(self) -> None:
-        """Hand the loop every epoch the workers have reported since the last call, each
-        once: a retried candidate reports its first epochs again."""
-        waiting = self._queue.qsize()
-        reports = self._queue.get_nowait_batch(waiting) if waiting else []
-        for task, record, where in reports:
-            self.placement[task.iteration] = where
-            key = (task.iteration, task.fidelity)
-            epoch = int(record.get("epoch", 0))
-            if epoch <= self._epochs.get(key, -1):
-                if epoch == 0:
-                    log.info("  #%d runs again (its worker died)", task.iteration + 1)
-                continue
-            self._epochs[key] = epoch
-            self.on_epoch(task, record)
+        known = self.placement.get(task.iteration)
+        if known is not None and known != where:
+            log.info("  #%d runs again (its worker died)", task.iteration + 1)
+        self.placement[task.iteration] = where
+        if isinstance(item, Evaluation):
+            return item
+        self.on_epoch(task, item)
+        return None
 
     def in_flight(self) -> int:
         return len(self._running)
@@ -197,10 +192,9 @@ class RayExecutor(Executor):
     def close(self) -> None:
         if self._ray is None:
             return
-        for ref in self._running:
-            self._ray.cancel(ref, force=True)
+        for generator in self._running:
+            self._ray.cancel(generator, force=True)
         self._running.clear()
-        self._ray.kill(self._queue.actor)
         if self._owns_ray:
             self._ray.shutdown()
         self._ray = None
@@ -210,9 +204,15 @@ class RayExecutor(Executor):
 _LOADED: dict[Any, EvaluateFn] = {}
 
 
-def _evaluate(shared: list[Any], task: Task, queue: Any, cpus: float) -> Evaluation:
-    """A candidate in a Ray worker: load the search's evaluator once per process, give
-    torch the task's CPUs, and send each finished epoch back to the driver."""
+def _evaluate(
+    shared: list[Any], task: Task, cpus: float
+) -> Iterator[tuple[dict[str, Any] | Evaluation, tuple[str, int]]]:
+    """A candidate in a Ray worker, as a generator: each finished epoch as it comes, then
+    the evaluation, each with where it ran (node address, worker PID).
+
+    The evaluator is loaded once per process and torch gets the task's CPUs. The training
+    runs in a thread of its own: its epochs come from deep inside Lightning, and this
+    generator yields them to the driver while it goes on."""
     import ray
     import torch
 
@@ -228,11 +228,27 @@ def _evaluate(shared: list[Any], task: Task, queue: Any, cpus: float) -> Evaluat
         _LOADED.clear()  # a new search: the last one's data can go
         _LOADED[ref] = ray.get(ref)
     evaluate: Callable[[Task], Evaluation] = _LOADED[ref]
-
     where = (ray.util.get_node_ip_address(), os.getpid())
 
-    def send(record: dict[str, Any]) -> None:
-        queue.put((task, record, where))
+    items: queue.SimpleQueue[dict[str, Any] | _Ended] = queue.SimpleQueue()
 
-    with reporting(send):
-        return evaluate(task)
+    def train() -> None:
+        with reporting(items.put):
+            try:
+                items.put(_Ended(evaluate(task)))
+            except BaseException as error:  # raised in the task, as Ray reports it
+                items.put(_Ended(error))
+
+    threading.Thread(target=train, name=f"candidate #{task.iteration + 1}", daemon=True).start()
+    while not isinstance(item := items.get(), _Ended):
+        yield item, where
+    if isinstance(item.outcome, BaseException):
+        raise item.outcome
+    yield item.outcome, where
+
+
+class _Ended:
+    """The training thread's last word: the evaluation, or what it raised."""
+
+    def __init__(self, outcome: Evaluation | BaseException) -> None:
+        self.outcome = outcome
