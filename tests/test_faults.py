@@ -295,6 +295,53 @@ def test_a_rerun_marks_a_killed_retrain_run_killed(tmp_path: Path, prepared_digi
     assert sorted(r.info.status for r in retrains) == ["FINISHED", "KILLED"]
 
 
+@contextmanager
+def signal_inside_the_next(statement: str, sig: signal.Signals) -> Iterator[list[str]]:
+    """Send `sig` to this process as SQLAlchemy sends the first SQL statement starting
+    with `statement` to a database: inside a store's transaction, as a Ctrl-C may land."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    sent: list[str] = []
+
+    def execute(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if not sent and sql.lstrip().upper().startswith(statement):
+            sent.append(sql)
+            os.kill(os.getpid(), sig)
+
+    event.listen(Engine, "before_cursor_execute", execute)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", execute)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_inside_a_store_write_lets_it_finish_and_the_run_is_killed(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Cut inside its transaction, the write would keep the SQLite store locked: marking
+    the run KILLED would then fail after the store's busy timeout and leave it RUNNING."""
+    from mlflow.entities import Metric
+
+    from nasflow.interrupts import raising_on_signals
+
+    tracker = MlflowTracker(tracking_store(tmp_path), artifact_location=str(tmp_path / "art"))
+    with (
+        raising_on_signals(),
+        pytest.raises(Interrupted) as interrupted,
+        tracker.run("search", tags={}, params={}) as run_id,
+        signal_inside_the_next("INSERT INTO METRICS", sig) as sent,
+    ):
+        assert run_id is not None
+        tracker.client.log_batch(run_id, metrics=[Metric("val_acc", 0.5, 0, 0)])
+    assert sent and interrupted.value.signum == sig
+    client = MlflowClient(tracking_store(tmp_path))
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.metrics == {"val_acc": 0.5}  # the write the signal arrived in
+
+
 # -- 3. a multi-round estimator keeps every finished rung -------------------------------
 
 

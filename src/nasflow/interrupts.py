@@ -9,11 +9,16 @@ was kept and exits 130 (SIGINT) or 143 (SIGTERM), as a shell does for a killed c
 
 What was kept is the stage's to say: it calls `keep` once it knows (a search: its
 checkpoint), and the wrapper prints the latest such note.
+
+A write that must not be cut in half (a tracking store's transaction: cut, it would keep
+the SQLite store locked while the run is marked KILLED) runs `deferred`: a signal that
+arrives meanwhile takes effect when the write is done.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -66,3 +71,33 @@ def raising_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_deferring = False
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """While open, SIGINT and SIGTERM wait: each one that arrives is delivered again, to
+    the handler it would have met, when the block ends (so a write inside ends first).
+    Only the main thread takes signals; elsewhere, and inside another `deferred`, this
+    changes nothing."""
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: pending.append(signum)) for sig in _SIGNALS
+    }
+    _deferring = True
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            # None: a handler set outside Python; the default is what it would be.
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        _deferring = False
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
 from nasflow.errors import NasflowError, first_line
-from nasflow.interrupts import Interrupted
+from nasflow.interrupts import Interrupted, deferred
 from nasflow.tracking.base import OWNER_TAG, Tracker, TrackingError, flatten
 from nasflow.tracking.store import check_store
 
@@ -342,8 +342,23 @@ class MlflowTracker(Tracker):
     def lightning_logger(self) -> Any:
         from pytorch_lightning.loggers import MLFlowLogger
 
+        class Logger(MLFlowLogger):  # type: ignore[misc]
+            """Lightning's MLflow logger, whose writes a Ctrl-C waits for (as `_Guarded`)."""
+
+            def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+                with deferred():
+                    super().log_hyperparams(*args, **kwargs)
+
+            def log_metrics(self, *args: Any, **kwargs: Any) -> None:
+                with deferred():
+                    super().log_metrics(*args, **kwargs)
+
+            def finalize(self, *args: Any, **kwargs: Any) -> None:
+                with deferred():
+                    super().finalize(*args, **kwargs)
+
         assert self.run_id is not None
-        return MLFlowLogger(tracking_uri=self.uri, run_id=self.run_id)
+        return Logger(tracking_uri=self.uri, run_id=self.run_id)
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(str(k)[:250], str(v)[:_MAX_PARAM]) for k, v in params.items()]
@@ -377,7 +392,9 @@ class _Guarded:
 
         @functools.wraps(attribute)
         def call(*args: Any, **kwargs: Any) -> Any:
-            with _store_errors(self._uri):
+            # A Ctrl-C waits for the call: cut inside a transaction, a write can keep a
+            # SQLite store locked, so the run could not be marked KILLED.
+            with _store_errors(self._uri), deferred():
                 return attribute(*args, **kwargs)
 
         return call
