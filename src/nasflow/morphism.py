@@ -206,25 +206,27 @@ OPERATORS: dict[str, Morph] = {"deeper": deeper, "wider": wider, "skip": add_ski
 # -- what a morphism makes of the architecture ------------------------------------------------
 # Each operator's first draws from its step's generator decide the child's layers; these
 # make the same draws and nothing else, so a strategy can draw children by architecture
-# alone, without building a network.
+# alone, without building a network. Each takes its step's seed (or the operator's
+# generator, which `np.random.default_rng` returns as it is) and makes the generator only
+# where the operator applies: most tries in a crowded neighbourhood do not.
 
+Seed = int | np.random.Generator
 #: The child's layers, before the space checks them (None: the operator does not apply).
-Plan = Callable[
-    [ChainSpace, ChainArchitecture, int, np.random.Generator, int], "tuple[Layer, ...] | None"
-]
+Plan = Callable[[ChainSpace, ChainArchitecture, int, Seed, int], "tuple[Layer, ...] | None"]
 
 
 def _deeper_layers(
     space: ChainSpace,
     arch: ChainArchitecture,
     position: int,
-    rng: np.random.Generator,
+    seed: Seed,
     input_channels: int,
 ) -> tuple[Layer, ...] | None:
     layers = arch.layers
     if len(layers) >= space.max_layers or layers[position].op not in _CONV_MAP:
         return None
     heights, widths = space.field_choices["kernel_h"], space.field_choices["kernel_w"]
+    rng = np.random.default_rng(seed)
     new = Layer(
         op="conv",
         filters=_channels_after(arch, position, input_channels),
@@ -238,7 +240,7 @@ def _wider_layers(
     space: ChainSpace,
     arch: ChainArchitecture,
     position: int,
-    rng: np.random.Generator,
+    seed: Seed,
     input_channels: int,
 ) -> tuple[Layer, ...] | None:
     layers = arch.layers
@@ -265,7 +267,7 @@ def _wider_layers(
     ]
     if not larger:
         return None
-    new = larger[int(rng.integers(len(larger)))]
+    new = larger[int(np.random.default_rng(seed).integers(len(larger)))]
     return (*layers[:position], replace(layer, filters=new), *layers[position + 1 :])
 
 
@@ -273,7 +275,7 @@ def _skip_layers(
     space: ChainSpace,
     arch: ChainArchitecture,
     position: int,
-    rng: np.random.Generator,
+    seed: Seed,
     input_channels: int,
 ) -> tuple[Layer, ...] | None:
     layers = arch.layers
@@ -294,7 +296,7 @@ def child_architecture(
     `morph` can still refuse one step this allows: a skip on an identity shortcut whose
     batch norm has a zero scale.)"""
     name, position, seed = step
-    layers = _PLANS[name](space, arch, position, np.random.default_rng(seed), input_channels)
+    layers = _PLANS[name](space, arch, position, seed, input_channels)
     return None if layers is None else _child(space, layers)
 
 
