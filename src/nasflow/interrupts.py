@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 _NOTHING_KEPT = "nothing was written; run the stage again to start it afresh"
 _note = _NOTHING_KEPT
@@ -60,20 +61,30 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _handled_by(handler: Callable[[int, FrameType | None], Any]) -> Iterator[None]:
+    """While open, `handler` takes SIGINT and SIGTERM; then the handlers before it again."""
+    previous = {sig: signal.signal(sig, handler) for sig in _SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, before in previous.items():
+            # None: a handler set outside Python; the default is what it would be.
+            signal.signal(sig, signal.SIG_DFL if before is None else before)
+
+
 @contextmanager
 def raising_on_signals() -> Iterator[None]:
     """While open, SIGINT and SIGTERM raise `Interrupted` in the main thread."""
     global _note
     _note = _NOTHING_KEPT
-    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _handled_by(_raise):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _deferring = False
 
 
@@ -88,16 +99,11 @@ def deferred() -> Iterator[None]:
         yield
         return
     pending: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, _: pending.append(signum)) for sig in _SIGNALS
-    }
     _deferring = True
     try:
-        yield
+        with _handled_by(lambda signum, _: pending.append(signum)):
+            yield
     finally:
-        for sig, handler in previous.items():
-            # None: a handler set outside Python; the default is what it would be.
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         _deferring = False
         for signum in dict.fromkeys(pending):
             signal.raise_signal(signum)
