@@ -87,12 +87,20 @@ def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The digits prepared as the pipeline does, with 512 training and 128 validation
     images of its 1,221 and 216 (the test split is the whole 360): what the tests check
     does not depend on the size, and most of them train."""
+    return _prepare_digits(tmp_path_factory.mktemp("prepared"), train_size=512, val_size=128)
+
+
+@pytest.fixture(scope="session")
+def all_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits prepared as the pipeline prepares them, every image: for a test whose
+    bound is the accuracy the pipeline reaches."""
+    return _prepare_digits(tmp_path_factory.mktemp("all_digits"))
+
+
+def _prepare_digits(out: Path, train_size: int | None = None, val_size: int | None = None) -> Path:
     from nasflow.data import Digits, prepare
 
-    out = tmp_path_factory.mktemp("prepared")
-    prepare(
-        Digits(), out, val_fraction=0.15, test_fraction=0.2, seed=0, train_size=512, val_size=128
-    )
+    prepare(Digits(), out, 0.15, 0.2, seed=0, train_size=train_size, val_size=val_size)
     return out
 
 

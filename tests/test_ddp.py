@@ -27,18 +27,18 @@ ARCHITECTURE = {
 
 @pytest.mark.slow
 def test_a_ddp_retrain_on_two_processes_is_evaluated_as_any(
-    tmp_path: Path, prepared_digits: Path
+    tmp_path: Path, all_digits: Path
 ) -> None:
     from nasflow.stages import evaluate
 
     overrides = [
-        f"paths.prepared={prepared_digits}",
+        f"paths.prepared={all_digits}",
         f"paths.search={tmp_path / 'search'}",
         f"paths.retrain={tmp_path / 'retrain'}",
         f"paths.evaluate={tmp_path / 'evaluate'}",
         f"tracking.uri={tracking_store(tmp_path)}",
         f"tracking.artifact_location={tmp_path / 'mlartifacts'}",
-        "retrain.epochs=4",  # 335 of the 360 test images
+        "retrain.epochs=4",  # 351 of the 360 test images
     ]
     cfg = compose_config(overrides)
     space = instantiate(cfg.search_space)
@@ -65,5 +65,5 @@ def test_a_ddp_retrain_on_two_processes_is_evaluated_as_any(
     assert sorted({int(m.value) for m in epochs}) == list(range(4))
 
     metrics = evaluate.run(cfg)
-    assert metrics["test_acc"] >= 0.9
-    assert json.loads((tmp_path / "evaluate" / "metrics.json").read_text())["test_acc"] >= 0.9
+    assert metrics["test_acc"] >= 0.95
+    assert json.loads((tmp_path / "evaluate" / "metrics.json").read_text())["test_acc"] >= 0.95
